@@ -1,0 +1,106 @@
+"""Likelihood estimators against a linear-Gaussian model whose log p(x) is known exactly.
+
+z ~ N(0, I_d), x | z ~ N(Wz + b, σ²I). Then x ~ N(b, WWᵀ + σ²I), and with orthogonal columns of W
+the exact posterior q*(z|x) = N(S Wᵀ(x - b)/σ², S), S = (I + WᵀW/σ²)⁻¹, is diagonal: it is in
+the VAE's family, so importance sampling with it is exact for any K.
+"""
+
+import math
+
+import torch
+from torch import nn
+from torch.distributions import MultivariateNormal
+
+from vae_zoo.distributions import GaussianLikelihood, StandardNormalPrior
+from vae_zoo.metrics.likelihood import (
+    elbo_terms,
+    importance_sampled_log_likelihood,
+    mean_and_standard_error,
+)
+from vae_zoo.model import VAE
+
+IMAGE = (1, 2, 3)  # D = 6
+SIGMA = 0.5
+
+
+class LinearEncoder(nn.Module):
+    """q(z|x) = N(A(x - b) * mean_scale, S * var_scale): exact when both scales are 1."""
+
+    def __init__(self, weight, bias, mean_scale=1.0, var_scale=1.0):
+        super().__init__()
+        posterior_cov = torch.linalg.inv(torch.eye(weight.shape[1]) + weight.T @ weight / SIGMA**2)
+        self.register_buffer("gain", posterior_cov @ weight.T / SIGMA**2 * mean_scale)
+        self.register_buffer("bias", bias)
+        self.register_buffer("log_var", torch.log(torch.diagonal(posterior_cov) * var_scale))
+
+    def forward(self, x):
+        mean = (x.flatten(1) - self.bias) @ self.gain.T
+        return mean, self.log_var.expand_as(mean)
+
+
+class LinearDecoder(nn.Module):
+    def __init__(self, weight, bias):
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", bias)
+
+    def forward(self, z):
+        return (z @ self.weight.T + self.bias).unflatten(-1, IMAGE)
+
+
+def linear_gaussian_problem(mean_scale=1.0, var_scale=1.0):
+    generator = torch.Generator().manual_seed(0)
+    # Orthogonal columns with different lengths: WᵀW is diagonal, so is the exact posterior.
+    basis, _ = torch.linalg.qr(torch.randn(6, 2, generator=generator))
+    weight = basis * torch.tensor([1.5, 0.7])
+    bias = torch.randn(6, generator=generator)
+    model = VAE(LinearEncoder(weight, bias, mean_scale, var_scale), LinearDecoder(weight, bias),
+                GaussianLikelihood(SIGMA), StandardNormalPrior(), latent_dim=2)
+    marginal = MultivariateNormal(bias, weight @ weight.T + SIGMA**2 * torch.eye(6))
+    x = marginal.sample((50,)).reshape(50, *IMAGE)
+    exact = marginal.log_prob(x.flatten(1))
+    return model.double(), x.double(), exact.double()
+
+
+def test_importance_sampling_is_exact_with_the_exact_posterior():
+    model, x, exact = linear_gaussian_problem()
+    torch.manual_seed(0)
+    estimate = importance_sampled_log_likelihood(model, x, samples=10, batch_size=16, chunk=3)
+    assert torch.allclose(estimate, exact, atol=1e-6)
+
+
+def test_elbo_is_tight_with_the_exact_posterior():
+    model, x, exact = linear_gaussian_problem()
+    torch.manual_seed(0)
+    elbo = torch.stack([elbo_terms(model, x)["elbo"] for _ in range(2000)]).mean(0)
+    assert torch.allclose(elbo, exact, atol=0.1)
+
+
+def test_importance_sampling_converges_with_a_poor_posterior():
+    model, x, exact = linear_gaussian_problem(mean_scale=0.5, var_scale=3.0)
+    torch.manual_seed(0)
+    gaps = {}
+    for samples in (1, 10, 100, 5000):
+        estimate = importance_sampled_log_likelihood(model, x, samples, batch_size=50, chunk=500)
+        gaps[samples] = (exact - estimate).mean().item()
+    elbo_gap = (exact - elbo_terms(model, x)["elbo"]).mean().item()
+    assert elbo_gap > 0.3  # the poor posterior leaves a visible gap...
+    assert gaps[1] > gaps[10] > gaps[100] > gaps[5000] > -0.01  # ...which closes as K grows,
+    assert abs(gaps[5000]) < 0.02  # to within 0.02 nats of the exact log-likelihood.
+
+
+def test_importance_sampling_is_not_above_the_truth_in_expectation():
+    model, x, exact = linear_gaussian_problem(mean_scale=0.8, var_scale=2.0)
+    torch.manual_seed(1)
+    repeats = torch.stack([importance_sampled_log_likelihood(model, x, 20, 50, 20)
+                           for _ in range(200)])  # (repeats, images)
+    excess = (repeats - exact).mean(1)  # per repeat, averaged over images
+    mean, standard_error = excess.mean().item(), excess.std().item() / math.sqrt(len(excess))
+    assert mean < 3 * standard_error
+
+
+def test_standard_error_of_the_mean():
+    values = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    mean, standard_error = mean_and_standard_error(values)
+    assert mean == 2.5
+    assert math.isclose(standard_error, values.std().item() / 2, rel_tol=1e-6)

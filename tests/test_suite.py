@@ -1,0 +1,84 @@
+"""Suite files: the shipped ones parse; bad ones are refused with a message naming the key."""
+
+import pytest
+
+from vae_zoo.errors import UserError
+from vae_zoo.harness.suite import available_suites, load_suite
+from vae_zoo.zoo import ZOO
+
+VALID = """
+datasets = ["circles"]
+models = ["mlp-vae", "iwae-k50"]
+seeds = [0, 1]
+[train]
+epochs = 2
+[eval]
+nll_samples = 10
+[dataset.circles]
+side = 8
+[model.mlp-vae]
+latent_dim = 3
+[model.iwae-k50]
+entry = "iwae"
+k = 50
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "mine.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_shipped_suites_parse():
+    assert {"smoke", "default"} <= set(available_suites())
+    smoke, default = load_suite("smoke"), load_suite("default")
+    assert [m.name for m in smoke.models] == list(ZOO)
+    assert list(smoke.datasets) == ["circles", "digits"] and smoke.seeds == [0, 1]
+    assert len(smoke.cells()) == 16
+    assert list(default.datasets) == ["fashion-mnist", "circles"] and default.seeds == [0, 1, 2]
+    assert default.eval.nll_samples >= 1000
+
+
+def test_a_suite_resolves_into_cells_with_overrides_and_variants(tmp_path):
+    suite = load_suite(write(tmp_path, VALID))
+    assert suite.name == "mine"
+    cells = suite.cells()
+    assert len(cells) == 4
+    variant = next(cell.model for cell in cells if cell.model.name == "iwae-k50")
+    assert variant.entry == "iwae" and variant.hyperparameters["k"] == 50
+    assert cells[0].model.hyperparameters["latent_dim"] == 3
+    assert cells[0].dataset_options["side"] == 8
+    assert cells[0].train.epochs == 2 and cells[0].eval.nll_samples == 10
+
+
+def test_run_ids_depend_on_every_setting():
+    suite = load_suite("smoke")
+    cells = suite.cells()
+    ids = {cell.run_id("data") for cell in cells}
+    assert len(ids) == len(cells)
+    assert cells[0].run_id("data") == cells[0].run_id("data")
+    assert cells[0].run_id("data") != cells[0].run_id("other-data")
+
+
+@pytest.mark.parametrize("change, message", [
+    (("epochs = 2", "epoch = 2"), "unknown key 'epoch' in [train]; valid keys: epochs"),
+    (("epochs = 2", "epochs = \"two\""), "[train] epochs = 'two'; expected a positive integer"),
+    (('datasets = ["circles"]', 'datasets = ["cifar"]'), "unknown dataset 'cifar'; valid"),
+    (('"mlp-vae", "iwae-k50"', '"mlp-vea", "iwae-k50"'), "unknown model 'mlp-vea'"),
+    (("latent_dim = 3", "latent_dims = 3"), "[model.mlp-vae] model 'mlp-vae': hyper-parameter "
+                                            "'latent_dims' is unknown"),
+    (("side = 8", "sides = 8"), "unknown key 'sides' in [dataset.circles]"),
+    (("seeds = [0, 1]", "seeds = [0, 0]"), "repeats a seed"),
+    (('entry = "iwae"', 'entry = "iwea"'), "unknown model 'iwea'"),
+    (("seeds = [0, 1]", "seeds = [0, 1]\ncolour = 3"), "unknown key 'colour' in suite"),
+])
+def test_bad_suites_are_refused_with_the_key_and_choices(tmp_path, change, message):
+    with pytest.raises(UserError) as caught:
+        load_suite(write(tmp_path, VALID.replace(*change)))
+    assert message in str(caught.value)
+
+
+def test_unknown_suite_lists_the_available_ones():
+    with pytest.raises(UserError, match="available suites: .*smoke"):
+        load_suite("no-such-suite")

@@ -1,0 +1,214 @@
+"""Running a suite: plan its cells, skip the finished ones, run the rest, record every outcome.
+
+A cell is run by `run_cell`, a plain function of a picklable `CellTask`, so the same code runs it
+in this process, in a worker process, or in a SLURM job.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from vae_zoo import zoo
+from vae_zoo.data import ImageData, load_dataset
+from vae_zoo.evaluate import evaluate
+from vae_zoo.harness import provenance
+from vae_zoo.harness.store import FAILED, FINISHED, SuiteStore
+from vae_zoo.harness.suite import Cell, Suite
+from vae_zoo.harness.tracking import Tracker
+from vae_zoo.train import train
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    results_dir: Path = Path("results")
+    device: str = field(default_factory=default_device)
+    wandb_mode: str | None = None
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class CellTask:
+    """Everything a process needs to run one cell and record it."""
+
+    cell: Cell
+    run_id: str
+    suite_root: Path
+    device: str
+    project: str
+    wandb_mode: str | None
+    force: bool
+
+
+@cache
+def cached_dataset(name: str, options_items: tuple) -> ImageData:
+    """Each dataset is loaded once per process, whatever the number of cells using it."""
+    return load_dataset(name, dict(options_items))
+
+
+def dataset_for(cell: Cell) -> ImageData:
+    return cached_dataset(cell.dataset, tuple(sorted(cell.dataset_options.items())))
+
+
+def plan(suite: Suite) -> list[tuple[Cell, str]]:
+    """Every cell of the suite with its run id (loads each dataset, to fingerprint it)."""
+    fingerprints = {}
+    planned = []
+    for cell in suite.cells():
+        if cell.dataset not in fingerprints:
+            fingerprints[cell.dataset] = dataset_for(cell).fingerprint()
+        planned.append((cell, cell.run_id(fingerprints[cell.dataset])))
+    return planned
+
+
+def run_suite(suite: Suite, options: RunOptions) -> int:
+    """Run every unfinished cell of `suite`; returns 0 when all succeeded, 1 when some failed."""
+    store = SuiteStore(Path(options.results_dir) / suite.name)
+    planned = plan(suite)
+    todo = [(cell, run_id) for cell, run_id in planned
+            if options.force or not store.is_finished(run_id)]
+    skipped = len(planned) - len(todo)
+    print(f"suite {suite.name}: {len(planned)} cells; {skipped} already finished (skipped), "
+          f"{len(todo)} to run, on {options.device}; results in {store.root}")
+    tasks = [CellTask(cell, run_id, store.root, options.device, suite.project,
+                      options.wandb_mode, options.force) for cell, run_id in todo]
+    outcomes = []
+    with tqdm(total=len(tasks), desc=suite.name, unit="cell", position=0, disable=None) as bar:
+        for task in tasks:
+            outcomes.append(run_cell(task, progress_position=1))
+            bar.update()
+    return finish_suite(suite, store, outcomes, options.wandb_mode)
+
+
+def finish_suite(suite: Suite, store: SuiteStore, outcomes: list[dict],
+                 wandb_mode: str | None) -> int:
+    """Rebuild the summary, log it, and report failures: the suite's exit status."""
+    summary = store.rebuild_summary()
+    Tracker(wandb_mode, suite.project, suite.name, store.root / "wandb").log_suite(summary, [])
+    failed = [outcome for outcome in outcomes if outcome["status"] == FAILED]
+    busy = [outcome for outcome in outcomes if outcome["status"] == "busy"]
+    print(f"suite {suite.name}: {len(outcomes) - len(failed) - len(busy)} runs finished, "
+          f"{len(failed)} failed; summary in {summary}")
+    for outcome in busy:
+        print(f"  skipped {outcome['run_id']}: another process is running it")
+    for outcome in failed:
+        print(f"  FAILED {outcome['run_id']}: {outcome['reason']} "
+              f"(traceback in {store.run_dir(outcome['run_id']) / 'error.txt'})")
+    if failed:
+        print("failed cells are retried the next time the suite runs.")
+    return 1 if failed else 0
+
+
+def run_cell(task: CellTask, progress_position: int | None = 1) -> dict:
+    """Train and evaluate one cell and record it; never raises for a failing model.
+
+    Returns `{"run_id", "status", "reason"}`; status "busy" when another process holds the cell.
+    """
+    store = SuiteStore(task.suite_root)
+    with store.claim(task.run_id) as claimed:
+        if not claimed:
+            return {"run_id": task.run_id, "status": "busy", "reason": None}
+        if store.is_finished(task.run_id) and not task.force:
+            return {"run_id": task.run_id, "status": FINISHED, "reason": None}
+        return _run_claimed_cell(task, store, progress_position)
+
+
+def _run_claimed_cell(task: CellTask, store: SuiteStore, progress_position: int | None) -> dict:
+    cell, run_id = task.cell, task.run_id
+    data = dataset_for(cell)
+    config = {"run_id": run_id, **cell.config(data.fingerprint())}
+    tracker = Tracker(task.wandb_mode, task.project, cell.suite, task.suite_root / "wandb")
+    tracked = tracker.start_run(run_id, cell.dataset, cell.model.name, cell.seed, config)
+    log_lines: list[str] = []
+
+    def log(line: str) -> None:
+        log_lines.append(line)
+        tqdm.write(f"[{run_id}] {line}")
+
+    started_at, started = time.time(), time.perf_counter()
+    configure_determinism(task.device)
+    machine = provenance.machine(task.device)
+    history: list[dict] = []
+    metrics: dict[str, float] = {}
+    arrays: dict[str, np.ndarray] = {}
+    error = reason = None
+    bar = tqdm(total=cell.train.epochs, desc=f"{cell.dataset}/{cell.model.name}/s{cell.seed}",
+               unit="epoch", position=progress_position, leave=False,
+               disable=None if progress_position is not None else True)
+    try:
+        torch.manual_seed(cell.seed)
+        model, objective = zoo.build(cell.model.entry, data.image_shape,
+                                     cell.model.hyperparameters)
+        model.to(task.device)
+        device_data = data.to(task.device)
+
+        def on_epoch(row: dict) -> None:
+            history.append(row)
+            tracked.log_epoch(row["epoch"], row)
+            bar.set_postfix(loss=f"{row['train_loss']:.2f}", val_elbo=f"{row['val_elbo']:.2f}")
+            bar.update()
+
+        result = train(model, objective, device_data, cell.train, seed=cell.seed,
+                       on_epoch=on_epoch)
+        log(f"trained {cell.train.epochs} epochs in {result.train_seconds:.1f} s "
+            f"({result.images_per_second:.0f} images/s); best validation ELBO "
+            f"{result.best_val_elbo:.2f} at epoch {result.best_epoch}")
+        metrics, arrays = evaluate(model, device_data, cell.eval, seed=cell.seed, log=log)
+        metrics.update({
+            "params": float(zoo.count_parameters(model)),
+            "train_seconds": result.train_seconds,
+            "train_images_per_s": result.images_per_second,
+            "best_epoch": float(result.best_epoch),
+        })
+        status = FINISHED
+    except Exception as exception:  # a failing model is a result, not a crash of the suite
+        status = FAILED
+        reason = one_line(exception)
+        error = traceback.format_exc()
+        metrics, arrays = {}, {}
+    finally:
+        bar.close()
+    record = {
+        "run_id": run_id,
+        "status": status,
+        "reason": reason,
+        "metrics": metrics,
+        "provenance": {**machine, "started_at": iso(started_at), "finished_at": iso(time.time()),
+                       "wall_seconds": time.perf_counter() - started, "pid": os.getpid()},
+        "log": log_lines,
+    }
+    store.write_run(run_id, config=config, record=record, history=history, arrays=arrays,
+                    error=error, replace_finished=task.force)
+    tracked.finish(status, metrics, arrays, reason=reason)
+    return {"run_id": run_id, "status": status, "reason": reason}
+
+
+def configure_determinism(device: str) -> None:
+    """Bit-identical reruns on the CPU; on CUDA, deterministic kernels where PyTorch has them."""
+    if device.startswith("cuda"):
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def one_line(exception: BaseException) -> str:
+    text = str(exception).strip().splitlines()
+    return f"{type(exception).__name__}: {text[0] if text else ''}"[:300]
+
+
+def iso(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(timestamp))
+
+

@@ -1,0 +1,269 @@
+"""Suites: TOML files naming datasets × models × seeds with their settings, validated into cells.
+
+A suite file is refused before anything runs when it names an unknown dataset, model or key, or
+gives a value of the wrong type; the message names the key and the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vae_zoo.data import BINARIZE_MODES, DATASETS, dataset_options
+from vae_zoo.errors import UserError
+from vae_zoo.evaluate import EvalConfig
+from vae_zoo.train import LR_SCHEDULES, TrainConfig
+from vae_zoo.zoo import ZOO, is_int, is_number, resolve_hyperparameters
+
+REPO_SUITES = Path(__file__).resolve().parents[2] / "benchmarks" / "suites"
+TOP_LEVEL_KEYS = ("name", "description", "project", "datasets", "models", "seeds", "train",
+                  "eval", "dataset", "model", "reference")
+
+
+def suite_dirs() -> list[Path]:
+    """Where suite names are looked up: ./benchmarks/suites, then the repository's."""
+    local = Path.cwd() / "benchmarks" / "suites"
+    return [local] if local.resolve() == REPO_SUITES else [local, REPO_SUITES]
+
+
+def available_suites() -> list[str]:
+    names = {path.stem for folder in suite_dirs() if folder.is_dir()
+             for path in folder.glob("*.toml")}
+    return sorted(names)
+
+
+def find_suite_file(name_or_path: str) -> Path:
+    """A suite by path, or by name in `suite_dirs()`."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.is_file():
+        if not path.is_file():
+            raise UserError(f"suite file '{path}' does not exist")
+        return path
+    for folder in suite_dirs():
+        candidate = folder / f"{name_or_path}.toml"
+        if candidate.is_file():
+            return candidate
+    raise UserError(
+        f"unknown suite '{name_or_path}'; available suites: {', '.join(available_suites())} "
+        f"(or give the path of a .toml file)"
+    )
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # as named in the suite (a variant such as "iwae-k50")
+    entry: str  # the zoo entry it is built from
+    hyperparameters: dict
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (dataset, model, seed) of a suite, fully resolved."""
+
+    suite: str
+    dataset: str
+    dataset_options: dict
+    model: ModelSpec
+    seed: int
+    train: TrainConfig
+    eval: EvalConfig
+
+    def config(self, data_fingerprint: str) -> dict:
+        """The resolved configuration as written to config.json (without the run id)."""
+        return {
+            "suite": self.suite,
+            "dataset": {"name": self.dataset, "options": self.dataset_options,
+                        "fingerprint": data_fingerprint},
+            "model": {"name": self.model.name, "entry": self.model.entry,
+                      "hyperparameters": self.model.hyperparameters},
+            "seed": self.seed,
+            "train": dataclasses.asdict(self.train),
+            "eval": dataclasses.asdict(self.eval),
+        }
+
+    def run_id(self, data_fingerprint: str) -> str:
+        """`<dataset>-<model>-s<seed>-<hash>`: the hash covers everything that determines the
+        result (the suite's name excluded, so suites sharing a cell share its identity)."""
+        identity = self.config(data_fingerprint)
+        del identity["suite"]
+        canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+        digest = hashlib.sha256(canonical.encode()).hexdigest()[:10]
+        return f"{self.dataset}-{self.model.name}-s{self.seed}-{digest}"
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    path: Path
+    description: str
+    project: str
+    datasets: dict[str, dict]  # name -> resolved options
+    models: list[ModelSpec]
+    seeds: list[int]
+    train: TrainConfig
+    eval: EvalConfig
+    references: dict = field(default_factory=dict)  # dataset -> model -> metric -> value
+
+    def cells(self) -> list[Cell]:
+        return [Cell(self.name, dataset, options, model, seed, self.train, self.eval)
+                for dataset, options in self.datasets.items()
+                for model in self.models
+                for seed in self.seeds]
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """Read and validate a suite; raises `UserError` naming the first problem."""
+    path = find_suite_file(name_or_path)
+    try:
+        table = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"{path}: not valid TOML: {error}") from None
+    try:
+        return parse_suite(table, path)
+    except UserError as error:
+        raise UserError(f"{path}: {error}") from None
+
+
+def parse_suite(table: dict, path: Path) -> Suite:
+    check_keys(table, TOP_LEVEL_KEYS, "suite")
+    for key in ("datasets", "models", "seeds"):
+        if key not in table:
+            raise UserError(f"missing key '{key}'")
+    datasets = string_list(table, "datasets")
+    model_names = string_list(table, "models")
+    seeds = table["seeds"]
+    if not (isinstance(seeds, list) and seeds and all(is_int(s) and s >= 0 for s in seeds)):
+        raise UserError(f"'seeds' = {seeds!r}; expected a list of non-negative integers")
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"'seeds' = {seeds!r} repeats a seed")
+
+    dataset_tables = sub_tables(table, "dataset")
+    for name in list(datasets) + list(dataset_tables):
+        if name not in DATASETS:
+            raise UserError(f"unknown dataset '{name}'; valid datasets: {', '.join(DATASETS)}")
+    resolved_datasets = {name: parse_dataset_options(name, dataset_tables.get(name, {}))
+                         for name in datasets}
+
+    model_tables = sub_tables(table, "model")
+    models = [parse_model(name, model_tables.get(name, {})) for name in model_names]
+    for name in model_tables:
+        if name not in model_names:
+            raise UserError(f"[model.{name}] configures a model that is not in 'models'")
+
+    return Suite(
+        name=str(table.get("name", path.stem)),
+        path=path,
+        description=str(table.get("description", "")),
+        project=str(table.get("project", "vae-zoo")),
+        datasets=resolved_datasets,
+        models=models,
+        seeds=list(seeds),
+        train=parse_dataclass(TrainConfig, table.get("train", {}), "train"),
+        eval=parse_dataclass(EvalConfig, table.get("eval", {}), "eval"),
+        references=parse_references(table.get("reference", {}), datasets, model_names),
+    )
+
+
+def check_keys(table: dict, valid, where: str) -> None:
+    for key in table:
+        if key not in valid:
+            raise UserError(f"unknown key '{key}' in {where}; valid keys: {', '.join(valid)}")
+
+
+def string_list(table: dict, key: str) -> list[str]:
+    value = table[key]
+    if not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
+        raise UserError(f"'{key}' = {value!r}; expected a non-empty list of names")
+    if len(set(value)) != len(value):
+        raise UserError(f"'{key}' = {value!r} repeats a name")
+    return value
+
+
+def sub_tables(table: dict, key: str) -> dict[str, dict]:
+    value = table.get(key, {})
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise UserError(f"'{key}' must be a table of tables, e.g. [{key}.NAME]")
+    return value
+
+
+def parse_dataset_options(name: str, overrides: dict) -> dict:
+    defaults = dataset_options(name)
+    where = f"[dataset.{name}]"
+    check_keys(overrides, list(defaults), where)
+    for key, value in overrides.items():
+        default = defaults[key]
+        if key == "binarize":
+            if value not in BINARIZE_MODES:
+                raise UserError(f"{where} binarize = {value!r}; valid choices: "
+                                f"{', '.join(BINARIZE_MODES)}")
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise UserError(f"{where} {key} = {value!r}; expected true or false")
+        elif isinstance(default, int) and not (is_int(value) and value >= 0):
+            raise UserError(f"{where} {key} = {value!r}; expected a non-negative integer")
+    return dataset_options(name, overrides)
+
+
+def parse_model(name: str, table: dict) -> ModelSpec:
+    overrides = dict(table)
+    entry = overrides.pop("entry", name)
+    if entry not in ZOO:
+        hint = ("" if name != entry else
+                f" (a variant needs [model.{name}] with entry = one of the zoo's models)")
+        raise UserError(f"unknown model '{entry}'{hint}; valid models: {', '.join(ZOO)}")
+    try:
+        hyperparameters = resolve_hyperparameters(entry, overrides)
+    except UserError as error:
+        raise UserError(f"[model.{name}] {error}") from None
+    return ModelSpec(name, entry, hyperparameters)
+
+
+def parse_dataclass(cls, table: dict, where: str):
+    """Build the frozen dataclass `cls` from a TOML table, checking keys and value types."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if not isinstance(table, dict):
+        raise UserError(f"'{where}' must be a table, e.g. [{where}]")
+    check_keys(table, list(fields), f"[{where}]")
+    values = {}
+    for key, value in table.items():
+        default = fields[key].default
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+            expected = "true or false"
+        elif isinstance(default, int):
+            ok, expected = is_int(value) and value > 0, "a positive integer"
+        elif isinstance(default, float):
+            ok, expected = is_number(value) and value > 0, "a positive number"
+        elif isinstance(default, str):
+            choices = LR_SCHEDULES if key == "lr_schedule" else None
+            ok = isinstance(value, str) and (choices is None or value in choices)
+            expected = f"one of {', '.join(choices)}" if choices else "a string"
+        elif isinstance(default, tuple) or fields[key].default_factory is not dataclasses.MISSING:
+            ok = isinstance(value, list) and all(is_int(v) and v > 0 for v in value)
+            expected = "a list of positive integers"
+            value = tuple(value) if ok else value
+        else:
+            ok, expected = True, ""
+        if not ok:
+            raise UserError(f"[{where}] {key} = {value!r}; expected {expected}")
+        values[key] = float(value) if isinstance(default, float) else value
+    return cls(**values)
+
+
+def parse_references(table: dict, datasets: list[str], models: list[str]) -> dict:
+    """[reference.<dataset>.<model>] metric = value: published numbers shown beside ours."""
+    for dataset, by_model in table.items():
+        if not isinstance(by_model, dict):
+            raise UserError("[reference] expects tables [reference.DATASET.MODEL]")
+        for model, values in by_model.items():
+            if model not in models:
+                raise UserError(f"[reference.{dataset}.{model}] names a model not in 'models'")
+            for metric, value in values.items():
+                if not is_number(value):
+                    raise UserError(f"[reference.{dataset}.{model}] {metric} = {value!r}; "
+                                    "expected a number")
+    return table

@@ -1,0 +1,113 @@
+"""The training loop: Adam on mini-batches, validation ELBO every epoch, best checkpoint kept."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from vae_zoo.data import ImageData
+from vae_zoo.metrics.likelihood import elbo_terms
+from vae_zoo.model import VAE
+from vae_zoo.objectives import Objective
+
+LR_SCHEDULES = ("constant", "iwae-paper")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 100
+    learning_rate: float = 1e-3
+    # "iwae-paper": Burda et al. (2015): passes i = 0..7 of 3**i epochs each with learning rate
+    # 1e-3 * 10**(-i/7); `epochs` then caps the total (3,280 for the full schedule).
+    lr_schedule: str = "constant"
+    adam_eps: float = 1e-8
+    eval_batch_size: int = 1000
+
+
+class DivergenceError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)  # one row per epoch
+    best_epoch: int = 0
+    best_val_elbo: float = -float("inf")
+    train_seconds: float = 0.0
+    train_images: int = 0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.train_images / self.train_seconds if self.train_seconds else 0.0
+
+
+def learning_rate_at(config: TrainConfig, epoch: int) -> float:
+    """Learning rate for 1-based `epoch`."""
+    if config.lr_schedule == "constant":
+        return config.learning_rate
+    completed, stage = 0, 0
+    while completed + 3**stage < epoch:
+        completed += 3**stage
+        stage += 1
+    return config.learning_rate * 10 ** (-stage / 7)
+
+
+def train(
+    model: VAE,
+    objective: Objective,
+    data: ImageData,
+    config: TrainConfig,
+    *,
+    seed: int,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> TrainResult:
+    """Train `model` on `data.train` and leave it holding the weights of its best epoch by
+    validation ELBO. Raises `DivergenceError` when the loss stops being finite.
+
+    `on_epoch` receives each epoch's history row (for progress bars and trackers).
+    """
+    generator = torch.Generator(device=data.device).manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, eps=config.adam_eps)
+    result = TrainResult()
+    best_state = copy.deepcopy(model.state_dict())
+    for epoch in range(1, config.epochs + 1):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate_at(config, epoch)
+        model.train()
+        started = time.perf_counter()
+        # Running sums stay on the device: no host synchronisation inside the epoch.
+        sums = torch.zeros(3, device=data.device)
+        for batch in data.train_batches(config.batch_size, generator):
+            terms = objective(model, batch)
+            loss = terms["loss"].mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            sums += torch.stack([terms[name].detach().sum() for name in ("loss", "recon", "kl")])
+        train_loss, train_recon, train_kl = (sums / len(data.train)).tolist()
+        seconds = time.perf_counter() - started
+        result.train_seconds += seconds
+        result.train_images += len(data.train)
+        if not torch.isfinite(sums).all():
+            raise DivergenceError(f"diverged: training loss is {train_loss} at epoch {epoch}")
+
+        model.eval()
+        val = {name: values.mean().item() for name, values in
+               elbo_terms(model, data.val.images, config.eval_batch_size).items()}
+        row = {"epoch": epoch, "train_loss": train_loss, "train_recon": train_recon,
+               "train_kl": train_kl, "val_elbo": val["elbo"], "val_recon": val["recon"],
+               "val_kl": val["kl"], "seconds": seconds}
+        result.history.append(row)
+        if val["elbo"] > result.best_val_elbo:
+            result.best_epoch, result.best_val_elbo = epoch, val["elbo"]
+            best_state = copy.deepcopy(model.state_dict())
+        if on_epoch is not None:
+            on_epoch(row)
+    model.load_state_dict(best_state)
+    model.eval()
+    return result
