@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from idx_fixtures import make_idx_dataset
 
-from tests.conftest import make_idx_dataset
 from vae_zoo.data import DATASETS, load_dataset
 from vae_zoo.data.sources import circles, read_idx
 from vae_zoo.errors import UserError
