@@ -77,3 +77,64 @@ def test_run_files_follow_the_documented_format(tiny_suite, tmp_path):
     with open(run_dir / "history.csv") as stream:
         history = list(csv.DictReader(stream))
     assert [row["epoch"] for row in history] == ["1", "2"]
+
+
+def cli_process(suite_path, results):
+    """`vae-zoo run` in its own process group (so it can be killed with its children)."""
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "vae_zoo.cli", "run", str(suite_path), "--results-dir",
+         str(results), "--wandb", "disabled"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def complete_runs(results):
+    runs = results / "tiny" / "runs"
+    return sorted(p.name for p in runs.iterdir() if (p / "metrics.json").is_file()) \
+        if runs.is_dir() else []
+
+
+def test_a_killed_suite_leaves_complete_runs_and_resumes_the_rest(tiny_suite, tmp_path):
+    import os
+    import signal
+    import time
+
+    tiny_suite.write_text(tiny_suite.read_text().replace("seeds = [0]", "seeds = [0, 1, 2]")
+                          .replace("epochs = 2", "epochs = 4"))
+    process = cli_process(tiny_suite, tmp_path)
+    deadline = time.time() + 120
+    while not complete_runs(tmp_path) and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # kill -9, possibly in the middle of a write
+    process.wait()
+    finished_before = complete_runs(tmp_path)
+    assert 1 <= len(finished_before) < 6
+    for name in os.listdir(tmp_path / "tiny" / "runs"):
+        run_dir = tmp_path / "tiny" / "runs" / name
+        if not name.startswith("."):  # anything visible is a whole run
+            assert {"config.json", "metrics.json", "history.csv"} <= set(os.listdir(run_dir))
+            json.loads((run_dir / "metrics.json").read_text())
+
+    resumed = cli_process(tiny_suite, tmp_path)
+    output, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, output
+    assert f"{len(finished_before)} already finished (skipped), " \
+           f"{6 - len(finished_before)} to run" in output
+    assert len(complete_runs(tmp_path)) == 6
+    assert not [p for p in (tmp_path / "tiny" / "runs").iterdir() if p.name.startswith(".st")]
+    with open(tmp_path / "tiny" / "summary.csv") as stream:
+        assert len(list(csv.DictReader(stream))) == 6
+
+
+def test_two_processes_on_one_results_directory_do_not_corrupt_it(tiny_suite, tmp_path):
+    tiny_suite.write_text(tiny_suite.read_text().replace("seeds = [0]", "seeds = [0, 1]"))
+    first, second = cli_process(tiny_suite, tmp_path), cli_process(tiny_suite, tmp_path)
+    outputs = [process.communicate(timeout=300)[0] for process in (first, second)]
+    assert [first.returncode, second.returncode] == [0, 0], outputs
+    assert len(complete_runs(tmp_path)) == 4
+    assert not (tmp_path / "tiny" / "replaced").exists()  # no cell was run twice over another
+    with open(tmp_path / "tiny" / "summary.csv") as stream:
+        rows = list(csv.DictReader(stream))
+    assert len(rows) == 4 and {row["status"] for row in rows} == {"finished"}

@@ -6,6 +6,7 @@ Exit status: 0 success; 1 some runs failed (the rest are recorded); 2 bad input.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -41,7 +42,33 @@ def build_parser() -> argparse.ArgumentParser:
                           "else offline)")
     run.add_argument("--force", action="store_true",
                      help="rerun cells that already finished (the old runs move to replaced/)")
+    run.add_argument("--jobs", type=int, default=1,
+                     help="cells run at once on this machine, splitting its CPU threads "
+                          "(default: 1, in this process)")
+    run.add_argument("--executor", choices=["local", "slurm"], default="local",
+                     help="local (default) or slurm: submit the cells as a SLURM job array "
+                          "through submitit")
+    slurm = run.add_argument_group("SLURM (with --executor slurm; defaults from the suite's "
+                                   "[slurm] table)")
+    slurm.add_argument("--slurm-partition")
+    slurm.add_argument("--slurm-time", type=int, metavar="MINUTES")
+    slurm.add_argument("--slurm-gpus", type=int, metavar="N", help="GPUs per job")
+    slurm.add_argument("--slurm-cpus", type=int, metavar="N", help="CPUs per job")
+    slurm.add_argument("--slurm-mem-gb", type=int, metavar="GB")
+    slurm.add_argument("--slurm-array-parallelism", type=int, metavar="N",
+                       help="array tasks running at once")
+    slurm.add_argument("--slurm-account")
+    slurm.add_argument("--slurm-qos")
+    slurm.add_argument("--no-wait", action="store_true",
+                       help="return after submitting; `vae-zoo summary SUITE` rebuilds the "
+                            "summary later")
     run.set_defaults(handler=command_run)
+
+    summary = commands.add_parser("summary", help="rebuild a suite's summary.csv from its runs")
+    summary.add_argument("suite")
+    summary.add_argument("--results-dir", type=Path, default=Path("results"))
+    summary.add_argument("--wandb", choices=["online", "offline", "disabled"], default=None)
+    summary.set_defaults(handler=command_summary)
 
     listing = commands.add_parser("list", help="list the registered models, datasets and suites")
     listing.set_defaults(handler=command_list)
@@ -72,9 +99,35 @@ def command_run(args: argparse.Namespace) -> int:
         raise UserError(f"--device {device}: CUDA is not available here; use --device cpu")
     if device != "cpu" and not device.startswith("cuda"):
         raise UserError(f"--device {device!r}: expected cpu, cuda or cuda:N")
+    if args.jobs < 1:
+        raise UserError(f"--jobs {args.jobs}: expected a positive number of cells at once")
+    if args.executor == "slurm" and args.jobs != 1:
+        raise UserError("--jobs is for the local executor; with slurm use "
+                        "--slurm-array-parallelism")
+    overrides = {"partition": args.slurm_partition, "time_min": args.slurm_time,
+                 "gpus_per_node": args.slurm_gpus, "cpus_per_task": args.slurm_cpus,
+                 "mem_gb": args.slurm_mem_gb, "array_parallelism": args.slurm_array_parallelism,
+                 "account": args.slurm_account, "qos": args.slurm_qos}
+    slurm = dataclasses.replace(suite.slurm, **{key: value for key, value in overrides.items()
+                                                 if value is not None})
     options = RunOptions(results_dir=args.results_dir, device=device, wandb_mode=args.wandb,
-                         force=args.force)
+                         force=args.force, jobs=args.jobs, executor=args.executor,
+                         slurm=slurm, wait=not args.no_wait)
     return run_suite(suite, options)
+
+
+def command_summary(args: argparse.Namespace) -> int:
+    from vae_zoo.harness.runner import finish_suite
+    from vae_zoo.harness.store import SuiteStore
+    from vae_zoo.harness.suite import load_suite
+
+    suite = load_suite(args.suite)
+    store = SuiteStore(args.results_dir / suite.name)
+    if not store.runs.is_dir():
+        raise UserError(f"no runs of suite '{suite.name}' in {store.root}")
+    outcomes = [{"run_id": record["run_id"], "status": record["status"],
+                 "reason": record.get("reason")} for _, record in store.records()]
+    return finish_suite(suite, store, outcomes, args.wandb)
 
 
 def command_list(args: argparse.Namespace) -> int:

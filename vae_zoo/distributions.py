@@ -45,10 +45,14 @@ class BernoulliLikelihood(nn.Module):
     """Pixels are independent Bernoulli variables; the decoder outputs their logits."""
 
     def log_prob(self, logits: Tensor, x: Tensor) -> Tensor:
-        """log p(x|z) per image: (..., C, H, W) logits and (B, C, H, W) images → (...)."""
-        per_pixel = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits),
-                                                        reduction="none")
-        return per_pixel.flatten(-3).sum(-1)
+        """log p(x|z) per image: (..., C, H, W) logits and (B, C, H, W) images → (...).
+
+        log Bernoulli(x; sigmoid(l)) = x·l - softplus(l), summed over pixels. Written out rather
+        than through `binary_cross_entropy_with_logits` because it avoids expanding x to the
+        logits' shape: importance sampling calls this on (K, B, D) logits, and it runs ~2x faster.
+        """
+        log_px = (logits * x).flatten(-3).sum(-1) - F.softplus(logits).flatten(-3).sum(-1)
+        return log_px
 
     def mean(self, logits: Tensor) -> Tensor:
         return torch.sigmoid(logits)

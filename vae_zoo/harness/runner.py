@@ -21,6 +21,14 @@ from vae_zoo import zoo
 from vae_zoo.data import ImageData, load_dataset
 from vae_zoo.evaluate import evaluate
 from vae_zoo.harness import provenance
+from vae_zoo.harness.executors import (
+    SlurmOptions,
+    make_submitit_executor,
+    split_round_robin,
+    submit_groups,
+    wait_for_jobs,
+    worker_threads,
+)
 from vae_zoo.harness.store import FAILED, FINISHED, SuiteStore
 from vae_zoo.harness.suite import Cell, Suite
 from vae_zoo.harness.tracking import Tracker
@@ -37,6 +45,10 @@ class RunOptions:
     device: str = field(default_factory=default_device)
     wandb_mode: str | None = None
     force: bool = False
+    jobs: int = 1  # cells at once on this machine
+    executor: str = "local"  # or "slurm"
+    slurm: SlurmOptions = field(default_factory=SlurmOptions)
+    wait: bool = True  # wait for submitted jobs, then rebuild the summary
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,7 @@ class CellTask:
 
     cell: Cell
     run_id: str
+    data_fingerprint: str
     suite_root: Path
     device: str
     project: str
@@ -62,34 +75,105 @@ def dataset_for(cell: Cell) -> ImageData:
     return cached_dataset(cell.dataset, tuple(sorted(cell.dataset_options.items())))
 
 
-def plan(suite: Suite) -> list[tuple[Cell, str]]:
-    """Every cell of the suite with its run id (loads each dataset, to fingerprint it)."""
+def plan(suite: Suite) -> list[tuple[Cell, str, str]]:
+    """Every cell of the suite with its run id and data fingerprint (loads each dataset)."""
     fingerprints = {}
     planned = []
     for cell in suite.cells():
         if cell.dataset not in fingerprints:
             fingerprints[cell.dataset] = dataset_for(cell).fingerprint()
-        planned.append((cell, cell.run_id(fingerprints[cell.dataset])))
+        fingerprint = fingerprints[cell.dataset]
+        planned.append((cell, cell.run_id(fingerprint), fingerprint))
     return planned
 
 
 def run_suite(suite: Suite, options: RunOptions) -> int:
     """Run every unfinished cell of `suite`; returns 0 when all succeeded, 1 when some failed."""
     store = SuiteStore(Path(options.results_dir) / suite.name)
+    store.remove_abandoned_staging()
     planned = plan(suite)
-    todo = [(cell, run_id) for cell, run_id in planned
-            if options.force or not store.is_finished(run_id)]
-    skipped = len(planned) - len(todo)
+    tasks = [CellTask(cell, run_id, fingerprint, store.root, options.device, suite.project,
+                      options.wandb_mode, options.force)
+             for cell, run_id, fingerprint in planned
+             if options.force or not store.is_finished(run_id)]
+    skipped = len(planned) - len(tasks)
+    where = (f"{options.executor} x{options.jobs}" if options.executor == "local"
+             else options.executor)
     print(f"suite {suite.name}: {len(planned)} cells; {skipped} already finished (skipped), "
-          f"{len(todo)} to run, on {options.device}; results in {store.root}")
-    tasks = [CellTask(cell, run_id, store.root, options.device, suite.project,
-                      options.wandb_mode, options.force) for cell, run_id in todo]
-    outcomes = []
-    with tqdm(total=len(tasks), desc=suite.name, unit="cell", position=0, disable=None) as bar:
-        for task in tasks:
-            outcomes.append(run_cell(task, progress_position=1))
-            bar.update()
+          f"{len(tasks)} to run on {options.device} ({where}); results in {store.root}")
+    if options.executor == "local" and options.jobs == 1:
+        outcomes = []
+        with tqdm(total=len(tasks), desc=suite.name, unit="cell", position=0,
+                  disable=None) as bar:
+            for task in tasks:
+                outcomes.append(run_cell(task, progress_position=1))
+                bar.update()
+    else:
+        outcomes = run_submitted(suite, tasks, store, options)
+        if outcomes is None:
+            return 0
     return finish_suite(suite, store, outcomes, options.wandb_mode)
+
+
+def run_submitted(suite: Suite, tasks: list[CellTask], store: SuiteStore,
+                  options: RunOptions) -> list[dict] | None:
+    """Run cells as submitit jobs: N local worker processes, or one SLURM array task per cell.
+
+    Returns None when not waiting for them.
+    """
+    if not tasks:
+        return []
+    local = options.executor == "local"
+    groups = split_round_robin(tasks, options.jobs) if local else [[task] for task in tasks]
+    threads = worker_threads(len(groups)) if local else options.slurm.cpus_per_task
+    folder = store.root / "_jobs"
+    executor = make_submitit_executor(options.executor, folder, jobs=len(groups),
+                                      slurm=options.slurm)
+    started = time.time()
+    jobs = submit_groups(executor, groups, threads)
+    print(f"submitted {len(jobs)} {options.executor} job(s) of {len(tasks)} cells, "
+          f"{threads} thread(s) each; job logs in {folder}")
+    if not options.wait:
+        print(f"not waiting: when the jobs are done, `vae-zoo summary {suite.name}` rebuilds the "
+              f"summary (or run the suite again: finished cells are skipped)")
+        return None
+
+    def recorded_since_start(task: CellTask) -> dict | None:
+        path = store.run_dir(task.run_id) / "metrics.json"
+        if path.is_file() and path.stat().st_mtime >= started - 1:
+            return store.read_metrics(task.run_id)
+        return None
+
+    with tqdm(total=len(tasks), desc=suite.name, unit="cell", disable=None) as bar:
+        def poll() -> None:
+            bar.update(sum(recorded_since_start(task) is not None for task in tasks) - bar.n)
+
+        results = wait_for_jobs(jobs, poll)
+    outcomes = []
+    for group, result in zip(groups, results):
+        if not isinstance(result, Exception):
+            outcomes.extend(result)
+            continue
+        # The worker died (killed, out of memory): cells it did not record are failed.
+        for task in group:
+            record = recorded_since_start(task)
+            if record is None:
+                record = record_failure(task, f"worker job died: {one_line(result)}", str(result))
+            outcomes.append({"run_id": task.run_id, "status": record["status"],
+                             "reason": record.get("reason")})
+    return outcomes
+
+
+def record_failure(task: CellTask, reason: str, error: str) -> dict:
+    """Write a failed run for a cell whose process could not record it itself."""
+    store = SuiteStore(task.suite_root)
+    record = {"run_id": task.run_id, "status": FAILED, "reason": reason, "metrics": {},
+              "provenance": provenance.machine(task.device)}
+    config = {"run_id": task.run_id, **task.cell.config(task.data_fingerprint)}
+    with store.claim(task.run_id) as claimed:
+        if claimed and not store.is_finished(task.run_id):
+            store.write_run(task.run_id, config=config, record=record, history=[], error=error)
+    return record
 
 
 def finish_suite(suite: Suite, store: SuiteStore, outcomes: list[dict],
@@ -128,7 +212,7 @@ def run_cell(task: CellTask, progress_position: int | None = 1) -> dict:
 def _run_claimed_cell(task: CellTask, store: SuiteStore, progress_position: int | None) -> dict:
     cell, run_id = task.cell, task.run_id
     data = dataset_for(cell)
-    config = {"run_id": run_id, **cell.config(data.fingerprint())}
+    config = {"run_id": run_id, **cell.config(task.data_fingerprint)}
     tracker = Tracker(task.wandb_mode, task.project, cell.suite, task.suite_root / "wandb")
     tracked = tracker.start_run(run_id, cell.dataset, cell.model.name, cell.seed, config)
     log_lines: list[str] = []

@@ -15,6 +15,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -48,6 +49,21 @@ def write_atomic(path: Path, content: bytes | str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def staging_prefix() -> str:
+    """`.staging@<host>@<pid>@`: whose staging folder it is, to clean up after dead processes."""
+    return f".staging@{socket.gethostname()}@{os.getpid()}@"
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def to_json(value) -> str:
@@ -107,7 +123,7 @@ class SuiteStore:
                   replace_finished: bool = False) -> Path:
         """Write a run's files into a temporary folder and move it into place in one rename."""
         self.runs.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=self.runs, prefix=f".staging-{run_id}-"))
+        staging = Path(tempfile.mkdtemp(dir=self.runs, prefix=f"{staging_prefix()}{run_id}-"))
         try:
             (staging / "config.json").write_text(to_json(config))
             (staging / "history.csv").write_text(history_csv(history))
@@ -139,10 +155,22 @@ class SuiteStore:
                 archive.parent.mkdir(parents=True, exist_ok=True)
                 os.rename(target, archive)
             else:
-                trash = self.runs / f".trash-{run_id}-{os.getpid()}"
+                trash = Path(tempfile.mkdtemp(dir=self.runs, prefix=f"{staging_prefix()}trash-"))
+                trash.rmdir()
                 os.rename(target, trash)
                 shutil.rmtree(trash, ignore_errors=True)
         os.rename(staging, target)
+
+    def remove_abandoned_staging(self) -> int:
+        """Delete staging folders left by processes of this host that died (e.g. `kill -9`)."""
+        removed = 0
+        host = socket.gethostname()
+        for path in self.runs.glob(".staging@*") if self.runs.is_dir() else []:
+            _, owner_host, owner_pid, _ = path.name.split("@", 3)
+            if owner_host == host and not process_alive(int(owner_pid)):
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+        return removed
 
     def records(self) -> list[tuple[dict, dict]]:
         """(config, metrics record) of every complete run directory, in run-id order."""
@@ -157,7 +185,17 @@ class SuiteStore:
         return found
 
     def rebuild_summary(self) -> Path:
-        """Rewrite summary.csv from the run directories: one row per run."""
+        """Rewrite summary.csv from the run directories: one row per run.
+
+        Rebuilds are serialised by a lock, so that of two processes finishing together the later
+        rebuild, which sees every run written before it, is the one left on disk.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".summary.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._rebuild_summary()
+
+    def _rebuild_summary(self) -> Path:
         rows, metric_names = [], set()
         for config, record in self.records():
             metrics = record.get("metrics") or {}

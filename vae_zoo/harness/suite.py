@@ -16,12 +16,13 @@ from pathlib import Path
 from vae_zoo.data import BINARIZE_MODES, DATASETS, dataset_options
 from vae_zoo.errors import UserError
 from vae_zoo.evaluate import EvalConfig
+from vae_zoo.harness.executors import SlurmOptions
 from vae_zoo.train import LR_SCHEDULES, TrainConfig
 from vae_zoo.zoo import ZOO, is_int, is_number, resolve_hyperparameters
 
 REPO_SUITES = Path(__file__).resolve().parents[2] / "benchmarks" / "suites"
 TOP_LEVEL_KEYS = ("name", "description", "project", "datasets", "models", "seeds", "train",
-                  "eval", "dataset", "model", "reference")
+                  "eval", "dataset", "model", "reference", "slurm")
 
 
 def suite_dirs() -> list[Path]:
@@ -107,6 +108,7 @@ class Suite:
     train: TrainConfig
     eval: EvalConfig
     references: dict = field(default_factory=dict)  # dataset -> model -> metric -> value
+    slurm: SlurmOptions = field(default_factory=SlurmOptions)
 
     def cells(self) -> list[Cell]:
         return [Cell(self.name, dataset, options, model, seed, self.train, self.eval)
@@ -165,6 +167,7 @@ def parse_suite(table: dict, path: Path) -> Suite:
         train=parse_dataclass(TrainConfig, table.get("train", {}), "train"),
         eval=parse_dataclass(EvalConfig, table.get("eval", {}), "eval"),
         references=parse_references(table.get("reference", {}), datasets, model_names),
+        slurm=parse_dataclass(SlurmOptions, table.get("slurm", {}), "slurm"),
     )
 
 
@@ -231,11 +234,18 @@ def parse_dataclass(cls, table: dict, where: str):
     values = {}
     for key, value in table.items():
         default = fields[key].default
-        if isinstance(default, bool):
+        if key == "setup":
+            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+            expected = "a list of shell lines"
+            value = tuple(value) if ok else value
+        elif default is None:
+            ok, expected = isinstance(value, str), "a string"
+        elif isinstance(default, bool):
             ok = isinstance(value, bool)
             expected = "true or false"
         elif isinstance(default, int):
-            ok, expected = is_int(value) and value > 0, "a positive integer"
+            ok = is_int(value) and (value > 0 or (value == 0 and default == 0))
+            expected = "a positive integer" if default else "a non-negative integer"
         elif isinstance(default, float):
             ok, expected = is_number(value) and value > 0, "a positive number"
         elif isinstance(default, str):

@@ -13,7 +13,7 @@ from torch import Tensor
 from vae_zoo.model import VAE
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def elbo_terms(model: VAE, images: Tensor, batch_size: int = 1000) -> dict[str, Tensor]:
     """Per-image ELBO terms with β = 1 and one sample of z: `recon` (E_q[-log p(x|z)]), `kl`
     (closed form) and `elbo` = -(recon + kl), each (N,), in nats."""
@@ -26,7 +26,7 @@ def elbo_terms(model: VAE, images: Tensor, batch_size: int = 1000) -> dict[str, 
     return {"elbo": -(recon_all + kl_all), "recon": recon_all, "kl": kl_all}
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def importance_sampled_log_likelihood(
     model: VAE, images: Tensor, samples: int, batch_size: int = 100, chunk: int = 100
 ) -> Tensor:

@@ -1,0 +1,112 @@
+"""Where cells run: in this process, in N local worker processes, or as a SLURM job array.
+
+Local workers and SLURM jobs go through the same submitit interface (`map_array` of
+`run_cell_group`), so the code that ships work to a cluster is the code the tests run locally.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vae_zoo.errors import UserError
+
+EXECUTORS = ("local", "slurm")
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """Resources of each array task; the suite's [slurm] table, overridden on the command line."""
+
+    partition: str | None = None
+    time_min: int = 240
+    gpus_per_node: int = 0
+    cpus_per_task: int = 2
+    mem_gb: int = 16
+    array_parallelism: int = 64
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    setup: tuple[str, ...] = field(default_factory=tuple)  # shell lines run before each task
+
+    def submitit_parameters(self) -> dict:
+        parameters = {
+            "timeout_min": self.time_min,
+            "gpus_per_node": self.gpus_per_node,
+            "cpus_per_task": self.cpus_per_task,
+            "mem_gb": self.mem_gb,
+            "slurm_array_parallelism": self.array_parallelism,
+            "name": "vae-zoo",
+        }
+        optional = {"slurm_partition": self.partition, "slurm_account": self.account,
+                    "slurm_qos": self.qos, "slurm_constraint": self.constraint,
+                    "slurm_setup": list(self.setup) or None}
+        parameters.update({key: value for key, value in optional.items() if value is not None})
+        return parameters
+
+
+def worker_threads(jobs: int) -> int:
+    """CPU threads per worker when `jobs` cells share this machine."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def run_cell_group(tasks: Sequence, threads: int | None) -> list[dict]:
+    """Run cells one after another in this (worker) process; the body of every submitted job."""
+    import torch
+
+    from vae_zoo.harness.runner import run_cell
+
+    if threads:
+        torch.set_num_threads(threads)
+    return [run_cell(task, progress_position=None) for task in tasks]
+
+
+def make_submitit_executor(kind: str, folder: Path, *, jobs: int = 1,
+                           slurm: SlurmOptions | None = None):
+    """A submitit executor: `LocalExecutor` for local workers, `SlurmExecutor` for a cluster."""
+    import submitit
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if kind == "local":
+        executor = submitit.LocalExecutor(folder=str(folder))
+        # submitit's local default is a 2-minute time limit: a cell may take hours.
+        executor.update_parameters(timeout_min=7 * 24 * 60)
+        return executor
+    if kind == "slurm":
+        try:
+            executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
+        except RuntimeError as error:  # submitit: 'Could not detect "srun"'
+            raise UserError(f"--executor slurm: SLURM is not available here ({error}); run "
+                            "`vae-zoo run` on a machine that can submit jobs (a login node), "
+                            "or use the local executor with --jobs N") from None
+        executor.update_parameters(**(slurm or SlurmOptions()).submitit_parameters())
+        return executor
+    raise UserError(f"unknown executor '{kind}'; valid executors: {', '.join(EXECUTORS)}")
+
+
+def submit_groups(executor, groups: list[list], threads: int | None) -> list:
+    """One job per group of cells (a SLURM job array, or local worker processes)."""
+    return executor.map_array(run_cell_group, groups, [threads] * len(groups))
+
+
+def wait_for_jobs(jobs: list, on_poll: Callable[[], None], poll_seconds: float = 1.0) -> list:
+    """Wait for every job, calling `on_poll` about once a second; returns (outcomes | error)."""
+    while not all(job.done() for job in jobs):
+        on_poll()
+        time.sleep(poll_seconds)
+    on_poll()
+    results = []
+    for job in jobs:
+        try:
+            results.append(job.result())
+        except Exception as error:  # a worker that died: its unfinished cells are failed
+            results.append(error)
+    return results
+
+
+def split_round_robin(items: list, groups: int) -> list[list]:
+    """`items` dealt into at most `groups` non-empty lists (cells 0, N, 2N... to the first)."""
+    return [group for group in (items[start::groups] for start in range(groups)) if group]
