@@ -82,3 +82,17 @@ def test_bad_suites_are_refused_with_the_key_and_choices(tmp_path, change, messa
 def test_unknown_suite_lists_the_available_ones():
     with pytest.raises(UserError, match="available suites: .*smoke"):
         load_suite("no-such-suite")
+
+
+def test_paper_iwae_suite_follows_the_paper():
+    suite = load_suite("paper-iwae")
+    assert list(suite.datasets) == ["mnist"] and suite.datasets["mnist"]["binarize"] == "dynamic"
+    ks = {m.name: (m.entry, m.hyperparameters["k"]) for m in suite.models}
+    assert ks == {f"{kind}-k{k}": ("mlp-vae" if kind == "vae" else "iwae", k)
+                  for kind in ("vae", "iwae") for k in (1, 5, 50)}
+    assert all(m.hyperparameters["hidden"] == [200, 200] and m.hyperparameters["latent_dim"] == 50
+               for m in suite.models)
+    assert suite.train.lr_schedule == "iwae-paper" and suite.train.epochs == 3280
+    assert suite.eval.nll_samples == 5000
+    assert suite.references["mnist"]["iwae-k50"]["test_nll"] == 84.78
+    assert suite.slurm.gpus_per_node == 1
