@@ -57,3 +57,12 @@ def test_prior_samples_have_unit_variance():
     assert abs(samples.var(0).mean().item() - 1) < 0.02
     assert abs(samples.mean().item()) < 0.01
     assert math.isclose(float(samples.shape[1]), 2)
+
+
+def test_softplus_sum_matches_softplus_in_double_precision():
+    from vae_zoo.distributions import softplus_sum
+
+    values = torch.randn(50, 784) * 30
+    exact = torch.nn.functional.softplus(values.double()).sum(-1)
+    assert torch.allclose(softplus_sum(values).double(), exact, atol=1e-3, rtol=1e-6)
+    assert torch.allclose(softplus_sum(values.double()), exact, atol=1e-9)

@@ -1,77 +1,217 @@
 """Test-set evaluation of a trained model: every metric of a run, and the small arrays the report
-draws. Shared by every zoo entry: nothing here knows which entry it measures."""
+draws. Shared by every zoo entry: nothing here knows which entry it measures.
+
+Metrics (nats per image unless named otherwise):
+- likelihood: `test_elbo` (β = 1), `test_recon`, `test_kl`; `test_nll` (importance sampling
+  with K samples) with its standard error `test_nll_se` and `test_bpd` (bits per dimension);
+  `iwae_k<k>`, the IWAE bound with k samples (a log-likelihood bound, like `test_elbo`).
+- latent usage: `active_units` (Burda et al. 2015: Cov_x(E_q[z_u]) > 0.01), KL per dimension.
+- reconstruction: `test_mse`, mean squared error per pixel between the test images and the
+  decoder mean at their posterior mean.
+- samples (when a feature network is given): `fid`, `precision`, `recall`, and the same
+  between held-out real images and the test set (`fid_ref`, `precision_ref`, `recall_ref`).
+- factors (datasets with true factors): `mig`, `probe_r2_<factor>`.
+"""
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from vae_zoo.data import ImageData
+from vae_zoo.metrics.factors import linear_probe_r2, mutual_information_gap
 from vae_zoo.metrics.likelihood import (
     elbo_terms,
     importance_sampled_log_likelihood,
     mean_and_standard_error,
 )
+from vae_zoo.metrics.samples import extract_features, frechet_distance, precision_recall
 from vae_zoo.model import VAE
+
+ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2015)
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     nll_samples: int = 1000  # K, importance samples per test image for test_nll
     nll_batch_size: int = 100  # test images per importance-sampling batch
-    nll_chunk: int = 100  # samples decoded at once (bounds memory)
-    batch_size: int = 1000  # test images per batch for the ELBO terms
+    nll_chunk: int = 25  # samples decoded at once: bounds memory; 25 is fastest on a CPU
+    batch_size: int = 1000  # test images per batch for everything else
+    iwae_ks: tuple[int, ...] = (1, 5, 50)  # k of the iwae_k<k> bounds
+    fid_samples: int = 10000  # model samples (and real images) for fid, precision, recall
+    pr_neighbours: int = 3  # k of the k-NN manifolds of precision and recall
     grid_images: int = 64  # samples and reconstructions kept for the report
+    latent_points: int = 2000  # posterior means kept for the report's embedding
+    traversal_steps: int = 9  # images per latent dimension in a traversal
+
+
+class Timer:
+    """Times named steps and reports each through `log`."""
+
+    def __init__(self, log: Callable[[str], None]):
+        self.log, self.seconds = log, {}
+
+    def __call__(self, name: str, step: Callable):
+        started = time.perf_counter()
+        value = step()
+        self.seconds[name] = time.perf_counter() - started
+        self.log(f"  {name}: {self.seconds[name]:.1f} s")
+        return value
 
 
 def evaluate(model: VAE, data: ImageData, config: EvalConfig, *, seed: int,
-             log=print) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Metrics of `model` on `data.test` (nats per image) and arrays for the report.
-
-    `log` receives one line per metric with the time it took.
-    """
+             feature_net: torch.nn.Module | None = None,
+             log: Callable[[str], None] = print) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Metrics of `model` on `data.test` and arrays for the report; `log` gets one line per
+    metric with the time it took."""
     model.eval()
     torch.manual_seed(seed)
     images = data.test.images
     metrics: dict[str, float] = {}
-    timings: dict[str, float] = {}
+    arrays: dict[str, np.ndarray] = {}
+    timed = Timer(log)
 
-    started = time.perf_counter()
-    terms = elbo_terms(model, images, config.batch_size)
+    terms = timed("elbo", lambda: elbo_terms(model, images, config.batch_size))
     for name in ("elbo", "recon", "kl"):
         metrics[f"test_{name}"] = terms[name].double().mean().item()
-    timings["elbo"] = time.perf_counter() - started
 
-    started = time.perf_counter()
-    log_px = importance_sampled_log_likelihood(
-        model, images, config.nll_samples, config.nll_batch_size, config.nll_chunk
-    )
+    log_px = timed("nll", lambda: importance_sampled_log_likelihood(
+        model, images, config.nll_samples, config.nll_batch_size, config.nll_chunk))
     mean_log_px, standard_error = mean_and_standard_error(log_px)
     metrics["test_nll"] = -mean_log_px
     metrics["test_nll_se"] = standard_error
-    timings["nll"] = time.perf_counter() - started
+    metrics["test_bpd"] = metrics["test_nll"] / (math.prod(data.image_shape) * math.log(2))
 
-    arrays = report_arrays(model, data, config, seed)
-    for name, seconds in timings.items():
-        log(f"  {name}: {seconds:.1f} s")
-    metrics["eval_seconds"] = sum(timings.values())
+    def iwae_bounds() -> dict[str, float]:
+        return {f"iwae_k{k}": importance_sampled_log_likelihood(
+            model, images, k, config.nll_batch_size, min(k, config.nll_chunk)).double()
+            .mean().item() for k in config.iwae_ks}
+
+    metrics.update(timed("iwae_k", iwae_bounds))
+
+    latents = timed("latents", lambda: latent_statistics(model, images, config.batch_size))
+    metrics["active_units"] = float((latents["mean_variance"] > ACTIVE_UNIT_THRESHOLD).sum())
+    metrics["test_mse"] = latents["mse"]
+    arrays["kl_per_dim"] = latents["kl_per_dim"].numpy()
+    keep = min(config.latent_points, len(images))
+    arrays["latent_means"] = latents["means"][:keep].numpy()
+    if data.test.labels is not None:
+        arrays["labels"] = data.test.labels[:keep].cpu().numpy().astype(np.int64)
+
+    if data.test.factors is not None:
+        factors = data.test.factors.cpu()
+        arrays["factors"] = factors[:keep].numpy()
+        metrics.update(timed("factors", lambda: factor_metrics(
+            latents["means"], factors, data.factor_names, seed)))
+        arrays["traversals"] = traversals(model, images[:1], config.traversal_steps).numpy()
+
+    if feature_net is not None:
+        metrics.update(timed("samples", lambda: sample_metrics(
+            model, data, feature_net, config, seed)))
+
+    arrays.update(report_images(model, data, config, seed))
+    metrics["eval_seconds"] = sum(timed.seconds.values())
     return metrics, arrays
 
 
-@torch.no_grad()
-def report_arrays(model: VAE, data: ImageData, config: EvalConfig,
+@torch.inference_mode()
+def latent_statistics(model: VAE, images: Tensor, batch_size: int) -> dict:
+    """Posterior means (N, latent), their variance across images per unit, the mean KL per unit
+    and the per-pixel reconstruction error at the posterior mean."""
+    means, kl, squared_error = [], [], 0.0
+    for batch in images.split(batch_size):
+        posterior = model.posterior(batch)
+        mean, std = posterior.mean, posterior.stddev
+        means.append(mean.cpu())
+        # KL(N(m, s²) || N(0, 1)) per dimension: ½ (m² + s² - 1 - log s²).
+        kl.append((0.5 * (mean**2 + std**2 - 1 - 2 * torch.log(std))).double().sum(0).cpu())
+        reconstruction = model.decode_mean(mean)
+        squared_error += (reconstruction - batch).double().pow(2).sum().item()
+    all_means = torch.cat(means)
+    return {
+        "means": all_means,
+        "mean_variance": all_means.double().var(0),
+        "kl_per_dim": (torch.stack(kl).sum(0) / len(images)).float(),
+        "mse": squared_error / images.numel(),
+    }
+
+
+def factor_metrics(latent_means: Tensor, factors: Tensor, factor_names: tuple[str, ...],
+                   seed: int) -> dict[str, float]:
+    """MIG and a linear probe's held-out R² per factor, from posterior means."""
+    metrics = {"mig": mutual_information_gap(latent_means, factors)}
+    scores = linear_probe_r2(latent_means, factors, seed=seed)
+    metrics.update({f"probe_r2_{name}": score for name, score in zip(factor_names, scores)})
+    return metrics
+
+
+@torch.inference_mode()
+def draw_samples(model: VAE, data: ImageData, count: int, generator: torch.Generator) -> Tensor:
+    """`count` images from the model in the data's own space: x ~ p(x|z) for binarised data (as
+    the real test images are binary), the decoder mean for grey-level data."""
+    like = data.test.images
+    z = model.prior.sample(count, model.latent_dim, like, generator)
+    means = model.decode_mean(z).clamp(0, 1)
+    if data.binarize == "none":
+        return means
+    return torch.bernoulli(means, generator=generator)
+
+
+def sample_metrics(model: VAE, data: ImageData, feature_net: torch.nn.Module,
+                   config: EvalConfig, seed: int) -> dict[str, float]:
+    """FID, precision and recall of model samples against the test set, in the feature space of
+    the dataset's classifier; `fid_ref` is the FID of held-out real images (the validation set)
+    against the same test images, with as many images, so the number has a scale."""
+    count = min(config.fid_samples, len(data.test), len(data.val))
+    generator = torch.Generator(device=data.device).manual_seed(seed)
+    samples = torch.cat([draw_samples(model, data, len(part), generator)
+                         for part in torch.arange(count).split(config.batch_size)])
+    real = extract_features(feature_net, data.test.images[:count].to(feature_device(feature_net)))
+    fake = extract_features(feature_net, samples.to(feature_device(feature_net)))
+    held_out = extract_features(feature_net,
+                                data.val.images[:count].to(feature_device(feature_net)))
+    precision, recall = precision_recall(real, fake, k=config.pr_neighbours)
+    # Real data against real data is well below 1 in 64 dimensions: the references give the scale.
+    precision_ref, recall_ref = precision_recall(real, held_out, k=config.pr_neighbours)
+    return {"fid": frechet_distance(real, fake), "fid_ref": frechet_distance(real, held_out),
+            "precision": precision, "recall": recall, "precision_ref": precision_ref,
+            "recall_ref": recall_ref}
+
+
+def feature_device(net: torch.nn.Module) -> torch.device:
+    return next(net.parameters()).device
+
+
+@torch.inference_mode()
+def traversals(model: VAE, image: Tensor, steps: int) -> Tensor:
+    """Decoder means as each latent dimension of one image's posterior mean is swept over
+    [-3, 3] with the others fixed: (latent, steps, C, H, W)."""
+    code = model.posterior(image).mean[0]  # (latent,)
+    values = torch.linspace(-3, 3, steps, device=code.device)
+    codes = code.repeat(model.latent_dim, steps, 1)  # (latent, steps, latent)
+    dims = torch.arange(model.latent_dim, device=code.device)
+    codes[dims, :, dims] = values
+    return model.decode_mean(codes).clamp(0, 1).float().cpu()
+
+
+@torch.inference_mode()
+def report_images(model: VAE, data: ImageData, config: EvalConfig,
                   seed: int) -> dict[str, np.ndarray]:
-    """Samples from the prior, and test images with their reconstructions."""
+    """Decoder means of prior samples, and test images with their reconstructions."""
     generator = torch.Generator(device=data.device).manual_seed(seed)
     count = min(config.grid_images, len(data.test))
     originals = data.test.images[:count]
     reconstructions = model.decode_mean(model.posterior(originals).mean)
-    samples = model.sample(config.grid_images, generator=generator, like=originals)
+    z = model.prior.sample(config.grid_images, model.latent_dim, originals, generator)
+    samples = model.decode_mean(z)
 
-    def as_array(images: torch.Tensor) -> np.ndarray:
+    def as_array(images: Tensor) -> np.ndarray:
         return images.clamp(0, 1).float().cpu().numpy()
 
     return {"samples": as_array(samples), "originals": as_array(originals),

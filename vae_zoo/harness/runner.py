@@ -29,6 +29,7 @@ from vae_zoo.harness.executors import (
     wait_for_jobs,
     worker_threads,
 )
+from vae_zoo.harness.features import feature_net_for
 from vae_zoo.harness.store import FAILED, FINISHED, SuiteStore
 from vae_zoo.harness.suite import Cell, Suite
 from vae_zoo.harness.tracking import Tracker
@@ -231,6 +232,8 @@ def _run_claimed_cell(task: CellTask, store: SuiteStore, progress_position: int 
     bar = tqdm(total=cell.train.epochs, desc=f"{cell.dataset}/{cell.model.name}/s{cell.seed}",
                unit="epoch", position=progress_position, leave=False,
                disable=None if progress_position is not None else True)
+    if task.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(task.device)
     try:
         torch.manual_seed(cell.seed)
         model, objective = zoo.build(cell.model.entry, data.image_shape,
@@ -249,12 +252,19 @@ def _run_claimed_cell(task: CellTask, store: SuiteStore, progress_position: int 
         log(f"trained {cell.train.epochs} epochs in {result.train_seconds:.1f} s "
             f"({result.images_per_second:.0f} images/s); best validation ELBO "
             f"{result.best_val_elbo:.2f} at epoch {result.best_epoch}")
-        metrics, arrays = evaluate(model, device_data, cell.eval, seed=cell.seed, log=log)
+        feature_net, feature_info = feature_net_for(data, task.suite_root.parent / "_cache",
+                                                    task.device)
+        log(f"feature network for sample metrics: test accuracy "
+            f"{feature_info['test_accuracy']:.3f} ({feature_info['key']})")
+        metrics, arrays = evaluate(model, device_data, cell.eval, seed=cell.seed,
+                                   feature_net=feature_net, log=log)
         metrics.update({
             "params": float(zoo.count_parameters(model)),
             "train_seconds": result.train_seconds,
             "train_images_per_s": result.images_per_second,
             "best_epoch": float(result.best_epoch),
+            "peak_memory_mb": peak_memory_mb(task.device),
+            "feature_net_accuracy": feature_info["test_accuracy"],
         })
         status = FINISHED
     except Exception as exception:  # a failing model is a result, not a crash of the suite
@@ -277,6 +287,16 @@ def _run_claimed_cell(task: CellTask, store: SuiteStore, progress_position: int 
                     error=error, replace_finished=task.force)
     tracked.finish(status, metrics, arrays, reason=reason)
     return {"run_id": run_id, "status": status, "reason": reason}
+
+
+def peak_memory_mb(device: str) -> float:
+    """Peak memory of this run: allocated GPU memory on CUDA (reset at the start of each cell),
+    else the peak resident size of the process (which spans the cells a worker ran before)."""
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
 
 
 def configure_determinism(device: str) -> None:

@@ -28,8 +28,9 @@ IDENTITY_COLUMNS = ["run_id", "suite", "dataset", "model", "seed", "status", "re
 # Metrics in the order a reader expects them; any other metric follows, alphabetically.
 METRIC_ORDER = ["test_elbo", "test_recon", "test_kl", "test_nll", "test_nll_se", "test_bpd",
                 "test_mse", "iwae_k1", "iwae_k5", "iwae_k50", "active_units", "fid", "fid_ref",
-                "precision", "recall", "mig", "params", "train_seconds", "train_images_per_s",
-                "eval_seconds", "peak_memory_mb", "best_epoch"]
+                "precision", "recall", "precision_ref", "recall_ref", "mig", "params",
+                "train_seconds", "train_images_per_s", "eval_seconds", "peak_memory_mb",
+                "best_epoch"]
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_recon", "train_kl", "val_elbo", "val_recon",
                    "val_kl", "seconds"]
 

@@ -1,0 +1,117 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vae_zoo.metrics.factors import linear_probe_r2, mutual_information_gap
+
+NUM_ROWS = 10_000
+BINS = 20
+# Plug-in mutual information of two independent variables with `BINS` values each is biased upwards
+# by about (BINS - 1)^2 / (2 N) nats; a factor uniform over BINS equal-width bins has entropy
+# ln(BINS). Where the second-best latent is independent of a factor, the gap falls short of 1 by
+# about this fraction (0.006 here).
+INDEPENDENT_MI_OVER_ENTROPY = (BINS - 1) ** 2 / (2 * NUM_ROWS) / math.log(BINS)
+
+
+def uniform_factors(num_factors: int, seed: int = 0, num_rows: int = NUM_ROWS) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(size=(num_rows, num_factors))
+
+
+def test_mig_is_one_when_each_latent_is_one_factor():
+    factors = uniform_factors(3)
+    mig = mutual_information_gap(torch.from_numpy(factors), factors, bins=BINS)
+    # I(z_k; v_k) = H(v_k) exactly (same values, same bins); the runner-up is an independent latent.
+    assert 1 - 3 * INDEPENDENT_MI_OVER_ENTROPY < mig <= 1
+    assert isinstance(mig, float)
+
+
+def test_mig_is_zero_when_an_orthogonal_map_spreads_every_factor_evenly_over_all_latents():
+    # z = v H / 2 with H the 4x4 Hadamard matrix. Replacing v_k by 1 - v_k (same uniform law, and
+    # the same equal-width bins reversed) turns any latent into z_0 plus a constant, so in the
+    # population every latent carries the same information about every factor: each gap is 0.
+    # Estimates of those equal informations differ by sampling noise of order 1e-2 nats at
+    # N = 10k, against H(v) = ln 20 = 3 nats.
+    hadamard = np.array([[1, 1, 1, 1], [1, -1, 1, -1], [1, 1, -1, -1], [1, -1, -1, 1]]) / 2
+    factors = uniform_factors(4)
+    assert np.allclose(hadamard @ hadamard.T, np.eye(4))
+    assert mutual_information_gap(factors @ hadamard, factors, bins=BINS) < 0.05
+
+
+def test_mig_is_one_third_when_two_of_three_factors_are_rotated_together():
+    # A 45-degree rotation of (v_0, v_1) shares each of them equally between two latents (gap 0,
+    # by the symmetry above); v_2 stays its own latent (gap about 1). Mean: 1/3.
+    factors = uniform_factors(3)
+    latents = np.stack(
+        [
+            (factors[:, 0] + factors[:, 1]) / math.sqrt(2),
+            (factors[:, 0] - factors[:, 1]) / math.sqrt(2),
+            factors[:, 2],
+        ],
+        axis=1,
+    )
+    assert mutual_information_gap(latents, factors, bins=BINS) == pytest.approx(1 / 3, abs=0.03)
+
+
+def test_mig_does_not_depend_on_the_order_of_latent_dimensions():
+    rng = np.random.default_rng(1)
+    factors = uniform_factors(3)
+    latents = np.concatenate(
+        [factors + 0.1 * rng.normal(size=factors.shape), rng.normal(size=(NUM_ROWS, 3))], axis=1
+    )
+    permutation = rng.permutation(latents.shape[1])
+    assert mutual_information_gap(latents[:, permutation], factors) == mutual_information_gap(
+        latents, factors
+    )
+
+
+def test_collapsed_latent_dimensions_carry_no_information_and_leave_mig_unchanged():
+    factors = uniform_factors(3)
+    latents = np.concatenate([factors, np.zeros((NUM_ROWS, 2))], axis=1)
+    assert mutual_information_gap(latents, factors) == mutual_information_gap(factors, factors)
+
+
+def test_mig_with_one_latent_dimension_divides_its_information_by_the_factor_entropy():
+    factors = uniform_factors(2)
+    # The latent is factor 0: I/H = 1 for it and about 0 for the independent factor 1.
+    mig = mutual_information_gap(factors[:, :1], factors, bins=BINS)
+    assert mig == pytest.approx(0.5, abs=INDEPENDENT_MI_OVER_ENTROPY)
+    assert mutual_information_gap(factors[:, :1], factors[:, :1]) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_mig_rejects_a_constant_factor():
+    factors = uniform_factors(2, num_rows=100)
+    factors[:, 1] = 0.5
+    with pytest.raises(ValueError, match=r"factors \[1\] are constant"):
+        mutual_information_gap(factors, factors)
+
+
+def test_linear_probe_recovers_factors_from_an_invertible_linear_map():
+    rng = np.random.default_rng(2)
+    factors = uniform_factors(3, num_rows=2_000)
+    mixing = rng.normal(size=(3, 3)) + 3 * np.eye(3)  # well conditioned, hence invertible
+    latents = torch.from_numpy(factors @ mixing + rng.normal(size=3))
+    scores = linear_probe_r2(latents, factors)
+    assert len(scores) == 3 and all(isinstance(score, float) for score in scores)
+    assert min(scores) > 1 - 1e-9  # exact up to rounding
+
+
+def test_linear_probe_scores_about_zero_for_latents_independent_of_the_factors():
+    rng = np.random.default_rng(3)
+    factors = uniform_factors(3, num_rows=5_000)
+    latents = rng.normal(size=(5_000, 4))
+    # Out of sample R^2 ~ -(L + 1) / n_train - 1 / n_test +- 2 sqrt(L / n_train) / sqrt(n_test),
+    # about -0.002 +- 0.002 for L = 4, n_train = 4000, n_test = 1000.
+    scores = linear_probe_r2(latents, factors)
+    assert all(abs(score) < 0.02 for score in scores)
+
+
+def test_linear_probe_scores_each_factor_separately_and_is_reproducible():
+    rng = np.random.default_rng(4)
+    factors = uniform_factors(2, num_rows=5_000)
+    latents = np.stack([2 * factors[:, 0] - 1, rng.normal(size=5_000)], axis=1)
+    scores = linear_probe_r2(latents, factors, seed=7)
+    assert scores[0] == pytest.approx(1.0, abs=1e-9)
+    assert abs(scores[1]) < 0.02
+    assert linear_probe_r2(latents, factors, seed=7) == scores

@@ -1,0 +1,247 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torchmetrics.image.fid import FrechetInceptionDistance
+
+from vae_zoo.metrics import samples
+from vae_zoo.metrics.samples import (
+    FeatureNet,
+    classifier_accuracy,
+    extract_features,
+    fid_from_images,
+    frechet_distance,
+    load_or_train_feature_net,
+    precision_recall,
+    train_feature_net,
+)
+
+
+def generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def random_rotation(dim: int, seed: int) -> torch.Tensor:
+    q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=generator(seed), dtype=torch.float64))
+    return q
+
+
+def with_exact_moments(mean: torch.Tensor, cov: torch.Tensor, num_rows: int, seed: int):
+    """Rows whose sample mean and unbiased sample covariance are exactly `mean` and `cov`."""
+    z = torch.randn(num_rows, mean.numel(), generator=generator(seed), dtype=torch.float64)
+    z = z - z.mean(dim=0)
+    whitened = z @ torch.linalg.inv(torch.linalg.cholesky(torch.cov(z.T))).T  # sample cov = I
+    return whitened @ torch.linalg.cholesky(cov).T + mean
+
+
+def half_bright_images(num_images: int, seed: int, side: int = 8):
+    """Class 0 has a bright left half, class 1 a bright right half, both under uniform noise."""
+    labels = torch.randint(0, 2, (num_images,), generator=generator(seed))
+    images = 0.5 * torch.rand(num_images, 1, side, side, generator=generator(seed + 1))
+    columns = torch.arange(side)
+    bright_left = (columns < side // 2).float()  # (side,)
+    bright = torch.where(labels[:, None] == 0, bright_left, 1 - bright_left)  # (N, side)
+    images = images + 0.5 * bright[:, None, None, :]
+    return images.float(), labels
+
+
+# --- Fréchet distance -------------------------------------------------------------------------
+
+
+def test_frechet_distance_of_a_set_with_itself_is_zero():
+    features = torch.randn(2_000, 16, generator=generator(0)) @ torch.randn(16, 16)
+    assert frechet_distance(features, features) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(features, features) >= 0.0
+
+
+def test_frechet_distance_grows_with_the_scale_of_added_noise():
+    features = torch.randn(2_000, 16, generator=generator(0), dtype=torch.float64)
+    noise = torch.randn(2_000, 16, generator=generator(1), dtype=torch.float64)
+    distances = [frechet_distance(features, features + scale * noise) for scale in (0.1, 0.3, 1, 3)]
+    assert 0 < distances[0]
+    assert all(smaller < larger for smaller, larger in zip(distances, distances[1:], strict=False))
+
+
+def test_frechet_distance_equals_the_closed_form_for_non_commuting_2d_covariances():
+    # For 2x2 S1, S2: the eigenvalues l1, l2 of S1 S2 are >= 0 and Tr sqrt(S1 S2) = sqrt(l1) +
+    # sqrt(l2) = sqrt(Tr(S1 S2) + 2 sqrt(det S1 det S2)).
+    mean_real, mean_fake = torch.tensor([0.0, 1.0]), torch.tensor([2.0, -1.0])
+    cov_real = torch.tensor([[2.0, 0.9], [0.9, 1.0]], dtype=torch.float64)
+    cov_fake = torch.tensor([[0.5, -0.2], [-0.2, 3.0]], dtype=torch.float64)
+    trace_sqrt = math.sqrt(
+        float(torch.trace(cov_real @ cov_fake))
+        + 2 * math.sqrt(float(torch.det(cov_real) * torch.det(cov_fake)))
+    )
+    expected = 8.0 + float(cov_real.trace() + cov_fake.trace()) - 2 * trace_sqrt
+    real = with_exact_moments(mean_real.double(), cov_real, 500, seed=0)
+    fake = with_exact_moments(mean_fake.double(), cov_fake, 700, seed=1)
+    assert frechet_distance(real, fake) == pytest.approx(expected, rel=1e-9)
+
+
+def test_frechet_distance_equals_the_closed_form_for_covariances_sharing_eigenvectors():
+    # S1 = Q diag(a) Q^T, S2 = Q diag(b) Q^T: d^2 = ||m1 - m2||^2 + sum (sqrt(a) - sqrt(b))^2.
+    rotation = random_rotation(8, seed=2)
+    a = torch.linspace(0.5, 4.0, 8, dtype=torch.float64)
+    b = torch.linspace(3.0, 0.2, 8, dtype=torch.float64)
+    shift = torch.full((8,), 0.5, dtype=torch.float64)
+    real = with_exact_moments(
+        torch.zeros(8, dtype=torch.float64), rotation @ a.diag() @ rotation.T, 1_000, seed=3
+    )
+    fake = with_exact_moments(shift, rotation @ b.diag() @ rotation.T, 1_000, seed=4)
+    expected = float(shift.square().sum() + (a.sqrt() - b.sqrt()).square().sum())
+    assert frechet_distance(real, fake) == pytest.approx(expected, rel=1e-9)
+
+
+def test_frechet_distance_of_gaussian_samples_with_equal_covariance_is_the_squared_mean_shift():
+    # Population value ||d||^2 = 4. With n = 20k per set, the mean term has standard deviation
+    # 2 sqrt(2 d^T S d / n) <= 0.06 (eigenvalues of S <= 2) and bias 2 Tr S / n ~ 0.001; the
+    # covariance term is O(dim^2 / n) ~ 0.003. A tolerance of 0.25 is over four standard deviations.
+    dim, num_rows = 8, 20_000
+    rotation = random_rotation(dim, seed=5)
+    cov_sqrt = rotation @ torch.linspace(0.5, 2.0, dim, dtype=torch.float64).sqrt().diag()
+    shift = torch.zeros(dim, dtype=torch.float64)
+    shift[:4] = 1.0
+    real = torch.randn(num_rows, dim, generator=generator(6), dtype=torch.float64) @ cov_sqrt.T
+    fake = torch.randn(num_rows, dim, generator=generator(7), dtype=torch.float64) @ cov_sqrt.T
+    assert frechet_distance(real, fake + shift) == pytest.approx(4.0, abs=0.25)
+
+
+def test_fid_from_images_agrees_with_torchmetrics_frechet_inception_distance():
+    torch.manual_seed(0)
+    net = FeatureNet(in_channels=1, num_classes=3).eval()
+    real = torch.rand(300, 1, 12, 12, generator=generator(8))
+    fake = 0.6 * torch.rand(300, 1, 12, 12, generator=generator(9))
+    reference = FrechetInceptionDistance(feature=net)
+    reference.update(real, real=True)
+    reference.update(fake, real=False)
+    expected = float(reference.compute())
+    assert expected > 0
+    assert fid_from_images(net, real, fake) == pytest.approx(expected, rel=1e-4)
+
+
+# --- precision and recall ---------------------------------------------------------------------
+
+
+def gaussian_modes(num_per_mode: int, centres: torch.Tensor, seed: int) -> torch.Tensor:
+    noise = torch.randn(len(centres), num_per_mode, centres.shape[1], generator=generator(seed))
+    return (centres[:, None, :] + noise).reshape(-1, centres.shape[1])  # (modes * n, dim)
+
+
+# Four unit-variance 2-D modes 100 apart: k-NN radii (a fraction of a unit) never reach across.
+MODE_CENTRES = torch.tensor([[0.0, 0.0], [100.0, 0.0], [0.0, 100.0], [100.0, 100.0]])
+
+
+def test_precision_and_recall_of_a_set_against_itself_are_one():
+    features = torch.randn(1_000, 8, generator=generator(0))
+    assert precision_recall(features, features) == (1.0, 1.0)
+
+
+def test_a_fake_set_far_from_the_real_one_has_zero_precision_and_recall():
+    real = torch.randn(500, 8, generator=generator(0))
+    fake = torch.randn(500, 8, generator=generator(1)) + 1_000.0
+    assert precision_recall(real, fake) == (0.0, 0.0)
+
+
+def test_copying_half_of_the_real_modes_gives_precision_one_and_recall_one_half():
+    real = gaussian_modes(250, MODE_CENTRES, seed=0)
+    fake = real[:500]  # exactly the points of the first two modes
+    assert precision_recall(real, fake) == (1.0, 0.5)
+
+
+def test_sampling_half_of_the_real_modes_gives_precision_near_one_and_recall_near_one_half():
+    # A fresh point from the same law lies, in expectation, in exactly k of the k-NN balls (Mecke's
+    # formula). In two dimensions that count is close to Poisson(k = 3), which is 0 with probability
+    # e^-3 = 0.05 (in high dimensions it is more dispersed and the miss rate far higher). So
+    # precision ~ 0.95 and recall ~ 0.5 * 0.95; recall cannot exceed 0.5, as no ball around a fake
+    # point reaches the two uncovered modes.
+    real = gaussian_modes(500, MODE_CENTRES, seed=0)
+    fake = gaussian_modes(500, MODE_CENTRES[:2], seed=1)
+    precision, recall = precision_recall(real, fake, k=3)
+    assert precision > 0.85
+    assert 0.4 < recall <= 0.5
+
+
+def test_precision_recall_in_blocks_matches_the_definition_point_by_point(monkeypatch):
+    monkeypatch.setattr(samples, "DISTANCE_BLOCK_ENTRIES", 100)  # blocks of one or two rows
+    real = np.random.default_rng(0).normal(size=(60, 5))
+    fake = np.random.default_rng(1).normal(size=(50, 5)) + 0.5
+    k = 4
+
+    def inside_fraction(queries, centres):
+        distances = np.linalg.norm(centres[:, None] - centres[None], axis=-1)
+        radii = np.sort(distances, axis=1)[:, k]  # column 0 is each point itself
+        return np.mean(
+            [
+                any(np.linalg.norm(q - c) <= r for c, r in zip(centres, radii, strict=True))
+                for q in queries
+            ]
+        )
+
+    expected = (inside_fraction(fake, real), inside_fraction(real, fake))
+    assert 0 < expected[0] < 1 and 0 < expected[1] < 1
+    assert precision_recall(torch.from_numpy(real), torch.from_numpy(fake), k=k) == pytest.approx(
+        expected, abs=1e-12
+    )
+
+
+# --- feature network and its cache ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("side", [8, 16, 28])
+def test_feature_net_gives_num_features_features_and_class_logits_for_any_side(side):
+    net = FeatureNet(in_channels=1, num_classes=10, num_features=32).eval()
+    images = torch.rand(5, 1, side, side)
+    assert net.num_features == 32
+    assert net(images).shape == (5, 32)
+    assert net.logits(images).shape == (5, 10)
+    assert extract_features(net, images, batch_size=2).shape == (5, 32)
+
+
+def test_feature_net_learns_a_two_class_image_problem_well_above_chance():
+    train_images, train_labels = half_bright_images(512, seed=0)
+    test_images, test_labels = half_bright_images(256, seed=10)
+    net = train_feature_net(train_images, train_labels, 2, epochs=5)
+    # Chance is 0.5; the halves differ by 0.5 in mean brightness, so the task is separable.
+    assert not net.training
+    assert classifier_accuracy(net, test_images, test_labels) > 0.9
+
+
+def test_feature_net_training_is_deterministic_given_the_seed():
+    images, labels = half_bright_images(256, seed=0)
+    first = train_feature_net(images, labels, 2, epochs=2, seed=3).state_dict()
+    second = train_feature_net(images, labels, 2, epochs=2, seed=3).state_dict()
+    other = train_feature_net(images, labels, 2, epochs=2, seed=4).state_dict()
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    assert not all(torch.equal(first[name], other[name]) for name in first)
+
+
+def test_feature_net_cache_is_written_once_and_then_loaded(tmp_path, monkeypatch):
+    train_images, train_labels = half_bright_images(512, seed=0)
+    test_images, test_labels = half_bright_images(256, seed=10)
+    arguments = (tmp_path, "halves-abc123", train_images, train_labels, test_images, test_labels, 2)
+
+    trained, info = load_or_train_feature_net(*arguments, epochs=5)
+    assert not info["loaded_from_cache"] and not trained.training
+    stored = json.loads((tmp_path / "halves-abc123.json").read_text())
+    assert stored["test_accuracy"] == info["test_accuracy"] > 0.9
+    assert stored["key"] == "halves-abc123" and stored["num_classes"] == 2
+    assert stored["num_features"] == 64 and stored["seed"] == 0 and stored["train_images"] == 512
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "halves-abc123.json",
+        "halves-abc123.pt",
+    ]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached net should have been loaded")
+
+    monkeypatch.setattr(samples, "train_feature_net", no_training)
+    loaded, loaded_info = load_or_train_feature_net(*arguments)
+    assert loaded_info["loaded_from_cache"] and not loaded.training
+    assert {**loaded_info, "loaded_from_cache": False} == info
+    assert torch.equal(
+        extract_features(loaded, test_images), extract_features(trained, test_images)
+    )
+    with pytest.raises(ValueError, match="num_classes=2"):
+        load_or_train_feature_net(*arguments[:-1], 3)
