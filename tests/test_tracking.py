@@ -6,8 +6,6 @@ Runs are read back from their offline record logs with `wandb leet inspect` (see
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import numpy as np
 import pytest
 import wandb
 from wandb.sdk.wandb_run import Run
+from wandb_reader import read_run
 
 from vae_zoo.errors import UserError
 from vae_zoo.harness import tracking
@@ -45,39 +44,6 @@ def fresh_wandb():
     wandb.teardown()
     yield
     wandb.teardown()
-
-
-def leet(run_dir: Path, *options: str) -> str:
-    command = [sys.executable, "-m", "wandb", "leet", "inspect", "--json", *options, str(run_dir)]
-    # From the folder holding `wandb/`, where the command keeps its own log.
-    return subprocess.run(command, check=True, capture_output=True, text=True, timeout=60,
-                          cwd=run_dir.parent.parent).stdout
-
-
-def read_run(run_dir: Path) -> dict:
-    """A run as W&B would upload it, read from its offline record log.
-
-    wandb 0.31 keeps its reader of the `.wandb` log in the Go core (the Python
-    `wandb.sdk.internal.datastore` is gone), so rather than re-implementing the LevelDB-style
-    framing by hand we ask `wandb leet inspect`, which prints each protobuf record as JSON (the
-    format is wandb's own, pinned with wandb).
-    """
-    final = json.loads(leet(run_dir, "--summary"))
-    records = [json.loads(line) for line in leet(run_dir).splitlines() if line.strip()]
-    run_record = next(record["run"] for record in records if record["type"] == "run")
-    history = [record["history"]["item"] for record in records if record["type"] == "history"]
-    return {
-        "id": final["run_id"],
-        "name": final["name"],
-        "group": run_record.get("run_group"),
-        "job_type": run_record.get("job_type"),
-        "tags": final["tags"],
-        "config": {key: value for key, value in final["config"].items() if key[0] != "_"},
-        "summary": final["summary"],
-        "exit_code": final["exit_code"],
-        "epochs": [row for row in history if "epoch" in row],
-        "files": run_dir / "files",
-    }
 
 
 def cell_config(seed: int) -> dict:
@@ -305,3 +271,50 @@ def test_sync_never_hangs_on_a_server_that_does_not_answer(offline_run, monkeypa
 
 def test_sync_with_nothing_to_upload_succeeds(tmp_path):
     assert sync_offline_runs(tmp_path / "wandb") == 0
+
+
+def test_the_smoke_suite_logs_every_cell_and_a_summary_run_as_in_its_run_files(smoke_results):
+    import csv
+
+    status, results = smoke_results
+    assert status == 0
+    logged = {}
+    for run_dir in offline_run_dirs(results / "wandb"):
+        run = read_run(run_dir)
+        logged[run["id"]] = run
+    run_dirs = sorted((results / "runs").iterdir())
+    assert len(logged) == len(run_dirs) + 1  # one run per cell, and the suite's summary run
+    for run_dir in run_dirs:
+        config = json.loads((run_dir / "config.json").read_text())
+        record = json.loads((run_dir / "metrics.json").read_text())
+        run = logged[wandb_run_id(f"smoke-{run_dir.name}")]
+        assert run["group"] == "smoke" and run["job_type"] == config["model"]["name"]
+        assert run["name"] == f"{config['dataset']['name']}/{config['model']['name']}/" \
+                              f"s{config['seed']}"
+        assert run["config"] == config
+        for name, value in record["metrics"].items():
+            assert run["summary"][name] == pytest.approx(value, rel=1e-12), name
+        with open(run_dir / "history.csv") as stream:
+            history = list(csv.DictReader(stream))
+        assert [row["val_elbo"] for row in run["epochs"]] == \
+            pytest.approx([float(row["val_elbo"]) for row in history], rel=1e-6)
+    summary_run = logged[wandb_run_id("suite:smoke")]
+    assert summary_run["job_type"] == "summary" and summary_run["group"] == "smoke"
+
+
+def test_a_suite_completes_with_full_local_results_when_wandb_fails(
+        tiny_suite, tmp_path, fresh_wandb, monkeypatch, capsys):
+    from vae_zoo.harness.runner import RunOptions, run_suite
+    from vae_zoo.harness.suite import load_suite
+
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("WANDB_BASE_URL", CLOSED_PORT_URL)
+    status = run_suite(load_suite(str(tiny_suite)),
+                       RunOptions(results_dir=tmp_path, device="cpu", wandb_mode="online"))
+    assert status == 0
+    records = [json.loads(path.read_text())
+               for path in (tmp_path / "tiny" / "runs").glob("*/metrics.json")]
+    assert len(records) == 2 and all(r["status"] == "finished" for r in records)
+    assert all("test_nll" in r["metrics"] for r in records)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "W&B" in line]
+    assert warnings and all(line.startswith("warning: W&B") for line in warnings)

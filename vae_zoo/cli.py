@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--results-dir", type=Path, default=Path("results"))
     report.add_argument("--out", type=Path, default=Path("reports"),
                         help="reports/<suite>/ is written here (default: reports)")
+    report.add_argument("--wandb", choices=["online", "offline", "disabled"], default=None,
+                        help="also log the figures to the suite's W&B summary run (default "
+                             "mode as for `run`)")
     report.set_defaults(handler=command_report)
 
     sync = commands.add_parser("sync", help="upload a suite's offline W&B runs (wandb sync)")
@@ -158,6 +161,11 @@ def command_report(args: argparse.Namespace) -> int:
                         f"run `vae-zoo run {args.suite}` first")
     written = build_report(results, args.out / suite.name, references=suite.references)
     print(f"report of {suite.name}: {len(written)} files in {args.out / suite.name}")
+    from vae_zoo.harness.tracking import Tracker
+
+    figures = sorted(path for path in written if path.suffix == ".png")
+    Tracker(args.wandb, suite.project, suite.name, results / "wandb").log_suite(
+        results / "summary.csv", figures)
     return 0
 
 

@@ -4,7 +4,8 @@ draws. Shared by every zoo entry: nothing here knows which entry it measures.
 Metrics (nats per image unless named otherwise):
 - likelihood: `test_elbo` (β = 1), `test_recon`, `test_kl`; `test_nll` (importance sampling
   with K samples) with its standard error `test_nll_se` and `test_bpd` (bits per dimension);
-  `iwae_k<k>`, the IWAE bound with k samples (a log-likelihood bound, like `test_elbo`).
+  `iwae_k<k>`, the IWAE bound with k samples (a log-likelihood bound, like `test_elbo`). These
+  two use the first `nll_images` test images when it is set (the same images for every model).
 - latent usage: `active_units` (Burda et al. 2015: Cov_x(E_q[z_u]) > 0.01), KL per dimension.
 - reconstruction: `test_mse`, mean squared error per pixel between the test images and the
   decoder mean at their posterior mean.
@@ -42,6 +43,7 @@ class EvalConfig:
     nll_samples: int = 1000  # K, importance samples per test image for test_nll
     nll_batch_size: int = 100  # test images per importance-sampling batch
     nll_chunk: int = 25  # samples decoded at once: bounds memory; 25 is fastest on a CPU
+    nll_images: int = 0  # test images for test_nll and iwae_k<k>: the first N (0: all)
     batch_size: int = 1000  # test images per batch for everything else
     iwae_ks: tuple[int, ...] = (1, 5, 50)  # k of the iwae_k<k> bounds
     fid_samples: int = 10000  # model samples (and real images) for fid, precision, recall
@@ -81,8 +83,9 @@ def evaluate(model: VAE, data: ImageData, config: EvalConfig, *, seed: int,
     for name in ("elbo", "recon", "kl"):
         metrics[f"test_{name}"] = terms[name].double().mean().item()
 
+    nll_images = images[:config.nll_images] if config.nll_images else images
     log_px = timed("nll", lambda: importance_sampled_log_likelihood(
-        model, images, config.nll_samples, config.nll_batch_size, config.nll_chunk))
+        model, nll_images, config.nll_samples, config.nll_batch_size, config.nll_chunk))
     mean_log_px, standard_error = mean_and_standard_error(log_px)
     metrics["test_nll"] = -mean_log_px
     metrics["test_nll_se"] = standard_error
@@ -90,7 +93,7 @@ def evaluate(model: VAE, data: ImageData, config: EvalConfig, *, seed: int,
 
     def iwae_bounds() -> dict[str, float]:
         return {f"iwae_k{k}": importance_sampled_log_likelihood(
-            model, images, k, config.nll_batch_size, min(k, config.nll_chunk)).double()
+            model, nll_images, k, config.nll_batch_size, min(k, config.nll_chunk)).double()
             .mean().item() for k in config.iwae_ks}
 
     metrics.update(timed("iwae_k", iwae_bounds))
