@@ -49,7 +49,7 @@ class EvalConfig:
     fid_samples: int = 10000  # model samples (and real images) for fid, precision, recall
     pr_neighbours: int = 3  # k of the k-NN manifolds of precision and recall
     grid_images: int = 64  # samples and reconstructions kept for the report
-    latent_points: int = 2000  # posterior means kept for the report's embedding
+    latent_points: int = 1000  # posterior means kept for the report's embedding
     traversal_steps: int = 9  # images per latent dimension in a traversal
 
 

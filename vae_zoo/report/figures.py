@@ -128,7 +128,9 @@ def _load_arrays(results: Results, run_id: str, keys: tuple[str, ...]) -> dict[s
     if not path.is_file():
         return {}
     with np.load(path, allow_pickle=False) as arrays:
-        return {key: arrays[key] for key in keys if key in arrays.files}
+        # Float arrays may be stored as float16 (the store keeps results small): compute in float32.
+        return {key: arrays[key].astype(np.float32) if arrays[key].dtype.kind == "f"
+                else arrays[key] for key in keys if key in arrays.files}
 
 
 def _first_finished(results: Results, dataset: str, model: str) -> pd.Series | None:
