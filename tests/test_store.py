@@ -86,3 +86,18 @@ def test_a_claimed_run_cannot_be_claimed_twice(tmp_path):
             assert not second
     with store.claim("r1") as again:
         assert again
+
+
+def test_results_are_readable_by_others_as_the_umask_allows(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        store = SuiteStore(tmp_path)
+        run = store.write_run("r1", config=config("r1"), record=record("r1"), history=[])
+        summary = store.rebuild_summary()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(run.stat().st_mode) == 0o755
+    assert stat.S_IMODE(summary.stat().st_mode) == 0o644

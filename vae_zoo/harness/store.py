@@ -35,6 +35,12 @@ HISTORY_COLUMNS = ["epoch", "train_loss", "train_recon", "train_kl", "val_elbo",
                    "val_kl", "seconds"]
 
 
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: Path, content: bytes | str) -> None:
     """Write `content` to `path` through a temporary file in the same folder and one rename."""
     data = content.encode() if isinstance(content, str) else content
@@ -45,6 +51,8 @@ def write_atomic(path: Path, content: bytes | str) -> None:
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
+        # mkstemp makes the file private; results are shared (e.g. on a cluster's storage).
+        os.chmod(temporary, 0o666 & ~current_umask())
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -132,6 +140,7 @@ class SuiteStore:
         """Write a run's files into a temporary folder and move it into place in one rename."""
         self.runs.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=self.runs, prefix=f"{staging_prefix()}{run_id}-"))
+        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp's folder is private
         try:
             (staging / "config.json").write_text(to_json(config))
             (staging / "history.csv").write_text(history_csv(history))
