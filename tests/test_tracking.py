@@ -282,7 +282,7 @@ def test_the_smoke_suite_logs_every_cell_and_a_summary_run_as_in_its_run_files(s
     for run_dir in offline_run_dirs(results / "wandb"):
         run = read_run(run_dir)
         logged[run["id"]] = run
-    run_dirs = sorted((results / "runs").iterdir())
+    run_dirs = sorted(p for p in (results / "runs").iterdir() if not p.name.startswith("."))
     assert len(logged) == len(run_dirs) + 1  # one run per cell, and the suite's summary run
     for run_dir in run_dirs:
         config = json.loads((run_dir / "config.json").read_text())
