@@ -6,7 +6,8 @@ import json
 from vae_zoo.harness.runner import RunOptions, run_suite
 from vae_zoo.harness.suite import load_suite
 
-TIMING = {"train_seconds", "train_images_per_s", "eval_seconds"}
+# Measurements of cost, not results: they vary from run to run.
+TIMING = {"train_seconds", "train_images_per_s", "eval_seconds", "peak_memory_mb"}
 
 
 def run(suite_path, results, **options):
@@ -138,3 +139,26 @@ def test_two_processes_on_one_results_directory_do_not_corrupt_it(tiny_suite, tm
     with open(tmp_path / "tiny" / "summary.csv") as stream:
         rows = list(csv.DictReader(stream))
     assert len(rows) == 4 and {row["status"] for row in rows} == {"finished"}
+
+
+def test_changing_one_hyperparameter_creates_exactly_the_new_cells(tiny_suite, tmp_path, capsys):
+    assert run(tiny_suite, tmp_path) == 0
+    before = metrics_of(tmp_path)
+    tiny_suite.write_text(tiny_suite.read_text().replace(
+        "[model.iwae]\nlatent_dim = 3", "[model.iwae]\nlatent_dim = 4"))
+    assert run(tiny_suite, tmp_path) == 0
+    assert "1 already finished (skipped), 1 to run" in capsys.readouterr().out
+    after = metrics_of(tmp_path)
+    assert len(after) == 3 and all(after[run_id] == before[run_id] for run_id in before)
+    with open(tmp_path / "tiny" / "summary.csv") as stream:
+        assert len(list(csv.DictReader(stream))) == 3  # the old iwae cell stays, beside the new
+
+
+def test_a_failed_cell_is_retried_on_the_next_invocation(tiny_suite, tmp_path, capsys):
+    broken = tiny_suite.read_text().replace(
+        "[model.iwae]", '[model.iwae]\nlikelihood = "gaussian"\ngaussian_scale = 1e-30')
+    tiny_suite.write_text(broken)
+    assert run(tiny_suite, tmp_path) == 1
+    capsys.readouterr()
+    assert run(tiny_suite, tmp_path) == 1  # still diverges, but it was tried again
+    assert "1 already finished (skipped), 1 to run" in capsys.readouterr().out

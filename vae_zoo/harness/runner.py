@@ -184,8 +184,9 @@ def finish_suite(suite: Suite, store: SuiteStore, outcomes: list[dict],
     Tracker(wandb_mode, suite.project, suite.name, store.root / "wandb").log_suite(summary, [])
     failed = [outcome for outcome in outcomes if outcome["status"] == FAILED]
     busy = [outcome for outcome in outcomes if outcome["status"] == "busy"]
-    print(f"suite {suite.name}: {len(outcomes) - len(failed) - len(busy)} runs finished, "
-          f"{len(failed)} failed; summary in {summary}")
+    finished = len(outcomes) - len(failed) - len(busy)
+    print(f"suite {suite.name}: ran {len(outcomes)} cells, {finished} finished, {len(failed)} "
+          f"failed; summary of {len(store.records())} runs in {summary}")
     for outcome in busy:
         print(f"  skipped {outcome['run_id']}: another process is running it")
     for outcome in failed:
