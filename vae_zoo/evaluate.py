@@ -158,9 +158,7 @@ def factor_metrics(latent_means: Tensor, factors: Tensor, factor_names: tuple[st
 def draw_samples(model: VAE, data: ImageData, count: int, generator: torch.Generator) -> Tensor:
     """`count` images from the model in the data's own space: x ~ p(x|z) for binarised data (as
     the real test images are binary), the decoder mean for grey-level data."""
-    like = data.test.images
-    z = model.prior.sample(count, model.latent_dim, like, generator)
-    means = model.decode_mean(z).clamp(0, 1)
+    means = model.sample(count, generator=generator, like=data.test.images).clamp(0, 1)
     if data.binarize == "none":
         return means
     return torch.bernoulli(means, generator=generator)
@@ -211,8 +209,7 @@ def report_images(model: VAE, data: ImageData, config: EvalConfig,
     count = min(config.grid_images, len(data.test))
     originals = data.test.images[:count]
     reconstructions = model.decode_mean(model.posterior(originals).mean)
-    z = model.prior.sample(config.grid_images, model.latent_dim, originals, generator)
-    samples = model.decode_mean(z)
+    samples = model.sample(config.grid_images, generator=generator, like=originals)
 
     def as_array(images: Tensor) -> np.ndarray:
         return images.clamp(0, 1).float().cpu().numpy()
