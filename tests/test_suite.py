@@ -96,3 +96,14 @@ def test_paper_iwae_suite_follows_the_paper():
     assert suite.eval.nll_samples == 5000
     assert suite.references["mnist"]["iwae-k50"]["test_nll"] == 84.78
     assert suite.slurm.gpus_per_node == 1
+
+
+def test_the_readme_example_suite_is_valid(tmp_path):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("```toml") + len("```toml")
+    example = readme[start:readme.index("```", start)]
+    suite = load_suite(write(tmp_path, example))
+    assert len(suite.cells()) == 2 * 3 * 2
+    assert suite.references["circles"]["iwae-k50"]["test_nll"] == 40.0
