@@ -61,3 +61,15 @@ def test_iwae_paper_learning_rate_schedule():
     assert learning_rate_at(config, 5) == pytest.approx(1e-3 * 10 ** (-2 / 7))
     assert learning_rate_at(config, 3280) == pytest.approx(1e-3 * 10 ** (-7 / 7))
     assert learning_rate_at(TrainConfig(learning_rate=0.01), 50) == 0.01
+
+
+def test_the_running_loss_is_reported_during_each_epoch():
+    data = load_dataset("circles", CIRCLES)
+    torch.manual_seed(0)
+    model, objective = zoo.build("mlp-vae", data.image_shape, {"latent_dim": 4, "hidden": [32]})
+    running, rows = [], []
+    train(model, objective, data, TrainConfig(epochs=1, batch_size=5), seed=0,
+          on_epoch=rows.append, on_running_loss=running.append)
+    assert len(running) == len(data.train) // 5 // 50  # every 50 batches
+    assert all(loss > 0 for loss in running)
+    assert abs(running[-1] - rows[0]["train_loss"]) < 0.1 * rows[0]["train_loss"]

@@ -15,6 +15,7 @@ from vae_zoo.model import VAE
 from vae_zoo.objectives import Objective
 
 LR_SCHEDULES = ("constant", "iwae-paper")
+RUNNING_LOSS_EVERY = 50  # batches between progress-bar updates of the running loss
 
 
 @dataclass(frozen=True)
@@ -65,11 +66,13 @@ def train(
     *,
     seed: int,
     on_epoch: Callable[[dict], None] | None = None,
+    on_running_loss: Callable[[float], None] | None = None,
 ) -> TrainResult:
     """Train `model` on `data.train` and leave it holding the weights of its best epoch by
     validation ELBO. Raises `DivergenceError` when the loss stops being finite.
 
-    `on_epoch` receives each epoch's history row (for progress bars and trackers).
+    `on_epoch` receives each epoch's history row (for progress bars and trackers), and
+    `on_running_loss` the mean training loss of the epoch so far, every RUNNING_LOSS_EVERY batches.
     """
     generator = torch.Generator(device=data.device).manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, eps=config.adam_eps)
@@ -82,13 +85,17 @@ def train(
         started = time.perf_counter()
         # Running sums stay on the device: no host synchronisation inside the epoch.
         sums = torch.zeros(3, device=data.device)
-        for batch in data.train_batches(config.batch_size, generator):
+        seen = 0
+        for index, batch in enumerate(data.train_batches(config.batch_size, generator), 1):
             terms = objective(model, batch)
             loss = terms["loss"].mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             sums += torch.stack([terms[name].detach().sum() for name in ("loss", "recon", "kl")])
+            seen += len(batch)
+            if on_running_loss is not None and index % RUNNING_LOSS_EVERY == 0:
+                on_running_loss(sums[0].item() / seen)  # one host sync per RUNNING_LOSS_EVERY
         train_loss, train_recon, train_kl = (sums / len(data.train)).tolist()
         seconds = time.perf_counter() - started
         result.train_seconds += seconds

@@ -248,8 +248,11 @@ def _run_claimed_cell(task: CellTask, store: SuiteStore, progress_position: int 
             bar.set_postfix(loss=f"{row['train_loss']:.2f}", val_elbo=f"{row['val_elbo']:.2f}")
             bar.update()
 
+        def on_running_loss(loss: float) -> None:
+            bar.set_postfix(loss=f"{loss:.2f}", refresh=False)
+
         result = train(model, objective, device_data, cell.train, seed=cell.seed,
-                       on_epoch=on_epoch)
+                       on_epoch=on_epoch, on_running_loss=on_running_loss)
         log(f"trained {cell.train.epochs} epochs in {result.train_seconds:.1f} s "
             f"({result.images_per_second:.0f} images/s); best validation ELBO "
             f"{result.best_val_elbo:.2f} at epoch {result.best_epoch}")
