@@ -1,4 +1,3 @@
-import json
 import math
 
 import numpy as np
@@ -13,7 +12,6 @@ from vae_zoo.metrics.samples import (
     extract_features,
     fid_from_images,
     frechet_distance,
-    load_or_train_feature_net,
     precision_recall,
     train_feature_net,
 )
@@ -215,33 +213,3 @@ def test_feature_net_training_is_deterministic_given_the_seed():
     other = train_feature_net(images, labels, 2, epochs=2, seed=4).state_dict()
     assert all(torch.equal(first[name], second[name]) for name in first)
     assert not all(torch.equal(first[name], other[name]) for name in first)
-
-
-def test_feature_net_cache_is_written_once_and_then_loaded(tmp_path, monkeypatch):
-    train_images, train_labels = half_bright_images(512, seed=0)
-    test_images, test_labels = half_bright_images(256, seed=10)
-    arguments = (tmp_path, "halves-abc123", train_images, train_labels, test_images, test_labels, 2)
-
-    trained, info = load_or_train_feature_net(*arguments, epochs=5)
-    assert not info["loaded_from_cache"] and not trained.training
-    stored = json.loads((tmp_path / "halves-abc123.json").read_text())
-    assert stored["test_accuracy"] == info["test_accuracy"] > 0.9
-    assert stored["key"] == "halves-abc123" and stored["num_classes"] == 2
-    assert stored["num_features"] == 64 and stored["seed"] == 0 and stored["train_images"] == 512
-    assert sorted(path.name for path in tmp_path.iterdir()) == [
-        "halves-abc123.json",
-        "halves-abc123.pt",
-    ]
-
-    def no_training(*args, **kwargs):
-        raise AssertionError("the cached net should have been loaded")
-
-    monkeypatch.setattr(samples, "train_feature_net", no_training)
-    loaded, loaded_info = load_or_train_feature_net(*arguments)
-    assert loaded_info["loaded_from_cache"] and not loaded.training
-    assert {**loaded_info, "loaded_from_cache": False} == info
-    assert torch.equal(
-        extract_features(loaded, test_images), extract_features(trained, test_images)
-    )
-    with pytest.raises(ValueError, match="num_classes=2"):
-        load_or_train_feature_net(*arguments[:-1], 3)

@@ -256,8 +256,8 @@ def _run_claimed_cell(task: CellTask, store: SuiteStore, progress_position: int 
         log(f"trained {cell.train.epochs} epochs in {result.train_seconds:.1f} s "
             f"({result.images_per_second:.0f} images/s); best validation ELBO "
             f"{result.best_val_elbo:.2f} at epoch {result.best_epoch}")
-        feature_net, feature_info = feature_net_for(data, task.suite_root.parent / "_cache",
-                                                    task.device)
+        feature_net, feature_info = feature_net_for(
+            data, task.data_fingerprint, task.suite_root.parent / "_cache", task.device)
         log(f"feature network for sample metrics: test accuracy "
             f"{feature_info['test_accuracy']:.3f} ({feature_info['key']})")
         metrics, arrays = evaluate(model, device_data, cell.eval, seed=cell.seed,

@@ -18,12 +18,7 @@ public class (`torchmetrics==1.9.0` is pinned).
 Precision and recall (Kynkäänniemi et al. 2019) are hand-written: torchmetrics has none.
 """
 
-import json
-import os
-import tempfile
-import time
 from contextlib import contextmanager
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +31,6 @@ __all__ = [
     "extract_features",
     "fid_from_images",
     "frechet_distance",
-    "load_or_train_feature_net",
     "precision_recall",
     "train_feature_net",
 ]
@@ -99,7 +93,7 @@ class FeatureNet(nn.Module):
         }
 
 
-def _default_epochs(num_images: int, batch_size: int) -> int:
+def default_epochs(num_images: int, batch_size: int) -> int:
     steps_per_epoch = -(-num_images // batch_size)
     return max(MIN_EPOCHS, -(-MIN_TRAIN_STEPS // steps_per_epoch))
 
@@ -127,7 +121,7 @@ def train_feature_net(
     labels = labels.to(device=device, dtype=torch.long)  # (N,)
     num_images = images.shape[0]
     if epochs is None:
-        epochs = _default_epochs(num_images, batch_size)
+        epochs = default_epochs(num_images, batch_size)
     shuffle = torch.Generator().manual_seed(seed)
 
     was_deterministic = torch.are_deterministic_algorithms_enabled()
@@ -180,100 +174,6 @@ def classifier_accuracy(
     with _evaluating(net):
         predicted = _batched(net.logits, images, device, batch_size).argmax(dim=1)
     return float((predicted == labels.cpu()).double().mean())
-
-
-def _write_atomically(path: Path, write) -> None:
-    """Call `write(file_object)` on a temporary file in `path`'s directory, then rename it."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(handle, 0o644)  # mkstemp makes it private; the cache is for people to read
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def load_or_train_feature_net(
-    cache_dir: Path,
-    key: str,
-    train_images: Tensor,
-    train_labels: Tensor,
-    test_images: Tensor,
-    test_labels: Tensor,
-    num_classes: int,
-    *,
-    seed: int = 0,
-    epochs: int | None = None,
-    device: str | torch.device = "cpu",
-) -> tuple[FeatureNet, dict]:
-    """The cached feature net `cache_dir/<key>.pt`, or a newly trained one that is then cached.
-
-    `key` must identify the training data (the caller builds it from the dataset name and a data
-    fingerprint): a cached net is reused without looking at the images. On a miss the net is
-    trained with `train_feature_net`, its accuracy on the test images is measured, and
-    `<key>.json` (the info, for people) then `<key>.pt` (state dict, constructor args and info)
-    are each written atomically. Returns the net in eval mode on `device` and the info dict, with
-    `loaded_from_cache` added (not stored) saying which path was taken. `epochs=None` trains for
-    the default of `train_feature_net`; `seed` and `epochs` are ignored on a hit.
-    """
-    cache_dir = Path(cache_dir)
-    weights_path = cache_dir / f"{key}.pt"
-    if weights_path.exists():
-        checkpoint = torch.load(weights_path, map_location=device, weights_only=True)
-        net = FeatureNet(**checkpoint["constructor_args"])
-        asked = {"num_classes": num_classes, "in_channels": train_images.shape[1]}
-        for name, value in asked.items():
-            if getattr(net, name) != value:
-                raise ValueError(
-                    f"cached feature net {weights_path} has {name}={getattr(net, name)}, "
-                    f"but the data has {value}"
-                )
-        net.load_state_dict(checkpoint["state_dict"])
-        return net.to(device).eval(), {**checkpoint["info"], "loaded_from_cache": True}
-
-    if epochs is None:
-        epochs = _default_epochs(train_images.shape[0], TRAIN_BATCH_SIZE)
-    started = time.perf_counter()
-    net = train_feature_net(
-        train_images,
-        train_labels,
-        num_classes,
-        seed=seed,
-        epochs=epochs,
-        batch_size=TRAIN_BATCH_SIZE,
-        device=device,
-    )
-    train_seconds = time.perf_counter() - started
-    info = {
-        "key": key,
-        "num_classes": num_classes,
-        "num_features": net.num_features,
-        "seed": seed,
-        "test_accuracy": classifier_accuracy(net, test_images, test_labels),
-        "train_accuracy": classifier_accuracy(net, train_images, train_labels),
-        "train_images": int(train_images.shape[0]),
-        "test_images": int(test_images.shape[0]),
-        "image_shape": list(train_images.shape[1:]),
-        "epochs": epochs,
-        "batch_size": TRAIN_BATCH_SIZE,
-        "train_seconds": round(train_seconds, 3),
-        "torch": str(torch.__version__),
-    }
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    # The .pt is written last: its presence means the entry is complete.
-    _write_atomically(
-        cache_dir / f"{key}.json",
-        lambda file: file.write((json.dumps(info, indent=2) + "\n").encode()),
-    )
-    checkpoint = {
-        "constructor_args": net.constructor_args(),
-        "state_dict": {name: value.cpu() for name, value in net.state_dict().items()},
-        "info": info,
-    }
-    _write_atomically(weights_path, lambda file: torch.save(checkpoint, file))
-    return net, {**info, "loaded_from_cache": False}
 
 
 def extract_features(net: nn.Module, images: Tensor, batch_size: int = 1000) -> Tensor:
