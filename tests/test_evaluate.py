@@ -8,7 +8,13 @@ from torch import nn
 from vae_zoo import zoo
 from vae_zoo.data import load_dataset
 from vae_zoo.distributions import BernoulliLikelihood, StandardNormalPrior
-from vae_zoo.evaluate import EvalConfig, evaluate, latent_statistics, traversals
+from vae_zoo.evaluate import (
+    EvalConfig,
+    evaluate,
+    latent_statistics,
+    sample_reference,
+    traversals,
+)
 from vae_zoo.metrics.samples import train_feature_net
 from vae_zoo.model import VAE
 
@@ -66,7 +72,8 @@ def test_all_metrics_of_a_trained_circles_model(tmp_path):
     labels = (data.train.factors[:, 2] > data.train.factors[:, 2].median()).long()
     feature_net = train_feature_net(data.train.images, labels, 2, epochs=1)
     lines = []
-    metrics, arrays = evaluate(model, data, FAST, seed=0, feature_net=feature_net,
+    metrics, arrays = evaluate(model, data, FAST, seed=0,
+                               samples=sample_reference(feature_net, data, FAST),
                                log=lines.append)
     for name in ("test_elbo", "test_recon", "test_kl", "test_nll", "test_nll_se", "test_bpd",
                  "iwae_k1", "iwae_k5", "active_units", "test_mse", "mig",

@@ -9,7 +9,7 @@ Metrics (nats per image unless named otherwise):
 - latent usage: `active_units` (Burda et al. 2015: Cov_x(E_q[z_u]) > 0.01), KL per dimension.
 - reconstruction: `test_mse`, mean squared error per pixel between the test images and the
   decoder mean at their posterior mean.
-- samples (when a feature network is given): `fid`, `precision`, `recall`, and the same
+- samples (given a `SampleReference`): `fid`, `precision`, `recall`, and the same
   between held-out real images and the test set (`fid_ref`, `precision_ref`, `recall_ref`).
 - factors (datasets with true factors): `mig`, `probe_r2_<factor>`.
 """
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
+from torch.distributions import kl_divergence
 
 from vae_zoo.data import ImageData
 from vae_zoo.metrics.factors import linear_probe_r2, mutual_information_gap
@@ -68,10 +69,11 @@ class Timer:
 
 
 def evaluate(model: VAE, data: ImageData, config: EvalConfig, *, seed: int,
-             feature_net: torch.nn.Module | None = None,
+             samples: SampleReference | None = None,
              log: Callable[[str], None] = print) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Metrics of `model` on `data.test` and arrays for the report; `log` gets one line per
-    metric with the time it took."""
+    metric with the time it took. Sample-quality metrics need `samples`, the dataset's
+    `sample_reference` (computed once per dataset, not per model)."""
     model.eval()
     torch.manual_seed(seed)
     images = data.test.images
@@ -114,9 +116,8 @@ def evaluate(model: VAE, data: ImageData, config: EvalConfig, *, seed: int,
             latents["means"], factors, data.factor_names, seed)))
         arrays["traversals"] = traversals(model, images[:1], config.traversal_steps).numpy()
 
-    if feature_net is not None:
-        metrics.update(timed("samples", lambda: sample_metrics(
-            model, data, feature_net, config, seed)))
+    if samples is not None:
+        metrics.update(timed("samples", lambda: sample_metrics(model, data, samples, config, seed)))
 
     arrays.update(report_images(model, data, config, seed))
     metrics["eval_seconds"] = sum(timed.seconds.values())
@@ -130,10 +131,11 @@ def latent_statistics(model: VAE, images: Tensor, batch_size: int) -> dict:
     means, kl, squared_error = [], [], 0.0
     for batch in images.split(batch_size):
         posterior = model.posterior(batch)
-        mean, std = posterior.mean, posterior.stddev
+        mean = posterior.mean
         means.append(mean.cpu())
-        # KL(N(m, s²) || N(0, 1)) per dimension: ½ (m² + s² - 1 - log s²).
-        kl.append((0.5 * (mean**2 + std**2 - 1 - 2 * torch.log(std))).double().sum(0).cpu())
+        # KL per dimension: the factorised posterior and prior compared coordinate by coordinate.
+        prior = model.prior.distribution(model.latent_dim, mean)
+        kl.append(kl_divergence(posterior.base_dist, prior.base_dist).double().sum(0).cpu())
         reconstruction = model.decode_mean(mean)
         squared_error += (reconstruction - batch).double().pow(2).sum().item()
     all_means = torch.cat(means)
@@ -164,25 +166,48 @@ def draw_samples(model: VAE, data: ImageData, count: int, generator: torch.Gener
     return torch.bernoulli(means, generator=generator)
 
 
-def sample_metrics(model: VAE, data: ImageData, feature_net: torch.nn.Module,
+@dataclass(frozen=True)
+class SampleReference:
+    """What the sample metrics compare against, the same for every model of a dataset: the test
+    images' features and the scores of held-out real images (the validation set) against them."""
+
+    feature_net: torch.nn.Module
+    real_features: Tensor  # (count, F)
+    metrics: dict[str, float]  # fid_ref, precision_ref, recall_ref
+
+    @property
+    def count(self) -> int:
+        return len(self.real_features)
+
+
+def sample_reference(feature_net: torch.nn.Module, data: ImageData,
+                     config: EvalConfig) -> SampleReference:
+    """Features of the first `fid_samples` test images, and FID, precision and recall of as many
+    held-out real images against them, so the model's numbers have a scale (in 64 dimensions
+    real-against-real precision and recall are well below 1)."""
+    count = min(config.fid_samples, len(data.test), len(data.val))
+    device = feature_device(feature_net)
+    real = extract_features(feature_net, data.test.images[:count].to(device))
+    held_out = extract_features(feature_net, data.val.images[:count].to(device))
+    precision_ref, recall_ref = precision_recall(real, held_out, k=config.pr_neighbours)
+    return SampleReference(feature_net, real, {
+        "fid_ref": frechet_distance(real, held_out), "precision_ref": precision_ref,
+        "recall_ref": recall_ref})
+
+
+def sample_metrics(model: VAE, data: ImageData, reference: SampleReference,
                    config: EvalConfig, seed: int) -> dict[str, float]:
     """FID, precision and recall of model samples against the test set, in the feature space of
-    the dataset's classifier; `fid_ref` is the FID of held-out real images (the validation set)
-    against the same test images, with as many images, so the number has a scale."""
-    count = min(config.fid_samples, len(data.test), len(data.val))
+    the dataset's classifier, beside the reference's scores of held-out real images."""
     generator = torch.Generator(device=data.device).manual_seed(seed)
     samples = torch.cat([draw_samples(model, data, len(part), generator)
-                         for part in torch.arange(count).split(config.batch_size)])
-    real = extract_features(feature_net, data.test.images[:count].to(feature_device(feature_net)))
-    fake = extract_features(feature_net, samples.to(feature_device(feature_net)))
-    held_out = extract_features(feature_net,
-                                data.val.images[:count].to(feature_device(feature_net)))
+                         for part in torch.arange(reference.count).split(config.batch_size)])
+    net = reference.feature_net
+    fake = extract_features(net, samples.to(feature_device(net)))
+    real = reference.real_features
     precision, recall = precision_recall(real, fake, k=config.pr_neighbours)
-    # Real data against real data is well below 1 in 64 dimensions: the references give the scale.
-    precision_ref, recall_ref = precision_recall(real, held_out, k=config.pr_neighbours)
-    return {"fid": frechet_distance(real, fake), "fid_ref": frechet_distance(real, held_out),
-            "precision": precision, "recall": recall, "precision_ref": precision_ref,
-            "recall_ref": recall_ref}
+    return {"fid": frechet_distance(real, fake), "precision": precision, "recall": recall,
+            **reference.metrics}
 
 
 def feature_device(net: torch.nn.Module) -> torch.device:

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from vae_zoo import zoo
 from vae_zoo.data import ImageData, load_dataset
-from vae_zoo.evaluate import evaluate
+from vae_zoo.evaluate import SampleReference, evaluate, sample_reference
 from vae_zoo.harness import provenance
 from vae_zoo.harness.executors import (
     SlurmOptions,
@@ -256,12 +256,11 @@ def _run_claimed_cell(task: CellTask, store: SuiteStore, progress_position: int 
         log(f"trained {cell.train.epochs} epochs in {result.train_seconds:.1f} s "
             f"({result.images_per_second:.0f} images/s); best validation ELBO "
             f"{result.best_val_elbo:.2f} at epoch {result.best_epoch}")
-        feature_net, feature_info = feature_net_for(
-            data, task.data_fingerprint, task.suite_root.parent / "_cache", task.device)
+        reference, feature_info = sample_reference_for(task, device_data)
         log(f"feature network for sample metrics: test accuracy "
             f"{feature_info['test_accuracy']:.3f} ({feature_info['key']})")
         metrics, arrays = evaluate(model, device_data, cell.eval, seed=cell.seed,
-                                   feature_net=feature_net, log=log)
+                                   samples=reference, log=log)
         metrics.update({
             "params": float(zoo.count_parameters(model)),
             "train_seconds": result.train_seconds,
@@ -291,6 +290,21 @@ def _run_claimed_cell(task: CellTask, store: SuiteStore, progress_position: int 
                     error=error, replace_finished=task.force)
     tracked.finish(status, metrics, arrays, reason=reason)
     return {"run_id": run_id, "status": status, "reason": reason}
+
+
+_sample_references: dict[tuple, tuple[SampleReference, dict]] = {}
+
+
+def sample_reference_for(task: CellTask, data: ImageData) -> tuple[SampleReference, dict]:
+    """The dataset's feature network and sample reference, made once per process: they are the
+    same for every model and seed of the dataset."""
+    key = (task.cell.dataset, task.data_fingerprint, task.device, task.cell.eval.fid_samples,
+           task.cell.eval.pr_neighbours, str(task.suite_root.parent))
+    if key not in _sample_references:
+        feature_net, info = feature_net_for(dataset_for(task.cell), task.data_fingerprint,
+                                            task.suite_root.parent / "_cache", task.device)
+        _sample_references[key] = (sample_reference(feature_net, data, task.cell.eval), info)
+    return _sample_references[key]
 
 
 def peak_memory_mb(device: str) -> float:
