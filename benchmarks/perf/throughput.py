@@ -34,8 +34,10 @@ def fashion_mnist_sized() -> ImageData:
     except UserError:
         print("Fashion-MNIST not found: using random 28x28 images of the same count")
         generator = torch.Generator().manual_seed(0)
-        train_images = torch.rand(60000, 1, 28, 28, generator=generator)
-        test_images = torch.rand(10000, 1, 28, 28, generator=generator)
+        train_images = torch.randint(0, 256, (60000, 1, 28, 28), generator=generator,
+                                     dtype=torch.uint8)
+        test_images = torch.randint(0, 256, (10000, 1, 28, 28), generator=generator,
+                                    dtype=torch.uint8)
         return make_splits("random", Split(train_images), Split(test_images), val_size=10000,
                            binarize="dynamic")
 

@@ -1,4 +1,5 @@
-"""Datasets by name: each loads into memory with fixed train / validation / test splits.
+"""Datasets by name: each loads into memory as uint8 pixels with fixed train / validation / test
+splits (see `vae_zoo.data.batches` for how they become float32 batches).
 
 `DATASETS` maps a name to its options and their defaults; a suite may override any of them.
 """
@@ -9,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from vae_zoo.data import sources
-from vae_zoo.data.batches import BINARIZE_MODES, ImageData, Split, make_splits
+from vae_zoo.data.batches import BINARIZE_MODES, ImageData, Split, make_splits, result_options
 
-__all__ = ["DATASETS", "BINARIZE_MODES", "ImageData", "Split", "load_dataset"]
+__all__ = ["DATASETS", "BINARIZE_MODES", "ImageData", "Split", "load_dataset", "result_options"]
 
 
 @dataclass(frozen=True)

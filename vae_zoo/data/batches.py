@@ -1,17 +1,21 @@
 """In-memory splits and the batches served from them.
 
-A dataset lives on the training device as tensors. Training batches are slices of a seeded
-permutation (no per-sample Python), binarised as the dataset asks:
+A dataset lives on the training device as uint8 pixels (0..255), a quarter of the memory of
+float32, and is converted to float32 in [0, 1] only where it is used: per training batch, or on
+access to `Split.images`. Training batches are slices of a seeded permutation (no per-sample
+Python), binarised as the dataset asks:
 - `dynamic`: a fresh Bernoulli draw every batch (the IWAE paper's setting),
 - `fixed`: one draw made once with a fixed seed,
 - `none`: grey levels as they are.
 Validation and test images are binarised once with a fixed seed whenever binarisation is on, so
-every model is evaluated on the very same images.
+every model is evaluated on the very same images. A binarised split stores 0 or 255 per pixel,
+so its float images are exactly 0.0 or 1.0.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
@@ -19,30 +23,51 @@ import torch
 from torch import Tensor
 
 BINARIZE_MODES = ("dynamic", "fixed", "none")
+# Options that say how to obtain the data, not what it is: left out of the fingerprint (and of
+# run identities), so that e.g. `download = false` on an offline cluster finds the same cells.
+LOADING_OPTIONS = ("download",)
+
+
+def result_options(options: dict) -> dict:
+    """The options that determine the data (all but `LOADING_OPTIONS`)."""
+    return {key: value for key, value in options.items() if key not in LOADING_OPTIONS}
 # The seed of every fixed binarisation: it belongs to the dataset, not to the run.
 FIXED_BINARIZATION_SEED = 1234
 
 
 @dataclass
 class Split:
-    images: Tensor  # (n, C, H, W) float32 in [0, 1]
+    pixels: Tensor  # (n, C, H, W) uint8, 0..255
     labels: Tensor | None = None  # (n,) int64
-    factors: Tensor | None = None  # (n, F)
+    factors: Tensor | None = None  # (n, F) float32
+
+    def __post_init__(self) -> None:
+        if self.pixels.dtype != torch.uint8:
+            raise TypeError(
+                f"Split pixels must be uint8 (0..255), not {self.pixels.dtype}; quantise float "
+                "images in [0, 1] with (images * 255).round().to(torch.uint8)"
+            )
+
+    @property
+    def images(self) -> Tensor:
+        """The pixels as float32 in [0, 1], (n, C, H, W), converted anew on every access on the
+        pixels' device: keep the result rather than reading it inside a loop."""
+        return self.pixels.float().div_(255)
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.pixels)
 
     def select(self, index: Tensor) -> Split:
         def pick(values: Tensor | None) -> Tensor | None:
             return None if values is None else values[index]
 
-        return Split(self.images[index], pick(self.labels), pick(self.factors))
+        return Split(self.pixels[index], pick(self.labels), pick(self.factors))
 
     def to(self, device: torch.device | str) -> Split:
         def move(values: Tensor | None) -> Tensor | None:
             return None if values is None else values.to(device)
 
-        return Split(self.images.to(device), move(self.labels), move(self.factors))
+        return Split(self.pixels.to(device), move(self.labels), move(self.factors))
 
 
 @dataclass
@@ -60,11 +85,11 @@ class ImageData:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train.images.shape[1:])
+        return tuple(self.train.pixels.shape[1:])
 
     @property
     def device(self) -> torch.device:
-        return self.train.images.device
+        return self.train.pixels.device
 
     def to(self, device: torch.device | str) -> ImageData:
         return replace(
@@ -72,30 +97,47 @@ class ImageData:
         )
 
     def fingerprint(self) -> str:
-        """A short hash of the exact tensors every run sees, to tell datasets apart in run ids."""
+        """A short hash of the exact data every run sees, to tell datasets apart in run ids.
+
+        It covers the name, the options (canonical JSON, without `LOADING_OPTIONS`) and, for
+        each split, the shape and bytes
+        of the uint8 pixels, the labels as little-endian int64 and the factors as little-endian
+        float32: the bytes as stored, with no float conversion, so equal data hashes equally on
+        every machine."""
         digest = hashlib.sha256(self.name.encode())
-        for split in (self.train, self.val, self.test):
-            for values in (split.images, split.labels, split.factors):
-                if values is not None:
-                    digest.update(values.detach().cpu().contiguous().numpy().tobytes())
+        options = result_options(self.options)
+        digest.update(json.dumps(options, sort_keys=True, separators=(",", ":")).encode())
+        for split_name, split in (("train", self.train), ("val", self.val), ("test", self.test)):
+            fields = (("pixels", split.pixels, "u1"), ("labels", split.labels, "<i8"),
+                      ("factors", split.factors, "<f4"))
+            for field_name, values, byte_order in fields:
+                if values is None:
+                    continue
+                array = values.detach().cpu().contiguous().numpy().astype(byte_order, copy=False)
+                # The field's name and shape delimit its bytes from the next field's.
+                digest.update(f"{split_name}.{field_name}{list(array.shape)}".encode())
+                digest.update(array)
         return digest.hexdigest()[:16]
 
     def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
-        """One epoch of training batches, sliced from a permutation drawn from `generator`."""
-        images = self.train.images
-        order = torch.randperm(len(images), generator=generator, device=generator.device)
-        order = order.to(images.device)
-        for start in range(0, len(images), batch_size):
-            batch = images[order[start : start + batch_size]]
+        """One epoch of float32 training batches (batch, C, H, W) in [0, 1], sliced from a
+        permutation drawn from `generator` and converted from the uint8 pixels per batch."""
+        pixels = self.train.pixels
+        order = torch.randperm(len(pixels), generator=generator, device=generator.device)
+        order = order.to(pixels.device)
+        for start in range(0, len(pixels), batch_size):
+            batch = pixels[order[start : start + batch_size]].float().div_(255)
             if self.binarize == "dynamic":
                 batch = torch.bernoulli(batch, generator=generator)
             yield batch
 
 
-def binarize_fixed(images: Tensor) -> Tensor:
-    """One Bernoulli draw of every pixel with the dataset's fixed seed."""
-    generator = torch.Generator(device=images.device).manual_seed(FIXED_BINARIZATION_SEED)
-    return torch.bernoulli(images, generator=generator)
+def binarize_fixed(pixels: Tensor) -> Tensor:
+    """One Bernoulli draw of every uint8 pixel, on with probability pixel / 255, with the
+    dataset's fixed seed; returns uint8 pixels of 0 or 255."""
+    generator = torch.Generator(device=pixels.device).manual_seed(FIXED_BINARIZATION_SEED)
+    draws = torch.bernoulli(pixels.float() / 255, generator=generator)
+    return (draws * 255).to(torch.uint8)
 
 
 def make_splits(
@@ -118,10 +160,10 @@ def make_splits(
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(split_seed))
     val, train = train.select(order[:val_size]), train.select(order[val_size:])
     if binarize != "none":
-        val = replace(val, images=binarize_fixed(val.images))
-        test = replace(test, images=binarize_fixed(test.images))
+        val = replace(val, pixels=binarize_fixed(val.pixels))
+        test = replace(test, pixels=binarize_fixed(test.pixels))
     if binarize == "fixed":
-        train = replace(train, images=binarize_fixed(train.images))
+        train = replace(train, pixels=binarize_fixed(train.pixels))
     return ImageData(
         name=name,
         train=train,

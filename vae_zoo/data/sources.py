@@ -1,8 +1,11 @@
 """Where images come from: procedural circles, scikit-learn's digits, and IDX files (MNIST and
 Fashion-MNIST) found locally or fetched by torchvision.
 
-Every source returns a `Source`: grey-level float32 images in [0, 1] of shape (n, 1, H, W), for
-a train and a test part, with labels and true factors where the data has them.
+Every source returns a `Source`: grey-level images stored as uint8 (0..255) of shape
+(n, 1, H, W), for a train and a test part, with labels and true factors where the data has them.
+Each source produces the very same bytes on every machine (IDX files are kept as read, the
+circles are rendered with correctly rounded float64 operations only), so a dataset's fingerprint
+does not depend on the CPU it was loaded on.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from vae_zoo.errors import UserError
 
 @dataclass
 class Source:
-    train_images: Tensor  # (n, 1, H, W) float32 in [0, 1]
+    train_images: Tensor  # (n, 1, H, W) uint8, 0..255
     test_images: Tensor
     train_labels: Tensor | None = None  # (n,) int64
     test_labels: Tensor | None = None
@@ -41,24 +44,30 @@ def circles(train_size: int, test_size: int, side: int, data_seed: int) -> Sourc
 
     Three independent factors, uniform and given as fractions of the side: centre x and centre y
     in [0.25, 0.75], radius in [0.08, 0.22], so every disc lies inside the image. The same
-    arguments always give the same images.
+    arguments give the same bytes on every machine.
     """
+    # Bit-identical on every CPU: the factors come from torch's mt19937 stream (portable), and the
+    # rendering uses only float64 subtraction, multiplication, addition, sqrt and clip, which
+    # IEEE 754 rounds correctly everywhere (no float32 kernels, no vectorised transcendentals).
     count = train_size + test_size
     generator = torch.Generator().manual_seed(data_seed)
-    uniform = torch.rand(count, 3, generator=generator)
-    low = torch.tensor([0.25, 0.25, 0.08])
-    high = torch.tensor([0.75, 0.75, 0.22])
-    factors = low + (high - low) * uniform  # (count, 3)
+    uniform = torch.rand(count, 3, generator=generator, dtype=torch.float64).numpy()
+    low = np.array([0.25, 0.25, 0.08])
+    high = np.array([0.75, 0.75, 0.22])
+    factors = low + (high - low) * uniform  # (count, 3) float64
     centre_x, centre_y, radius = (factors[:, i, None, None] * side for i in range(3))
-    pixel_centres = torch.arange(side, dtype=torch.float32) + 0.5
+    pixel_centres = np.arange(side, dtype=np.float64) + 0.5
     dx = pixel_centres[None, None, :] - centre_x  # (count, 1, side)
     dy = pixel_centres[None, :, None] - centre_y  # (count, side, 1)
-    distance = torch.sqrt(dx**2 + dy**2)  # (count, side, side)
+    distance = np.sqrt(dx * dx + dy * dy)  # (count, side, side)
     # A pixel is covered by the disc in proportion to how far inside the edge its centre lies.
-    images = (radius - distance + 0.5).clamp(0.0, 1.0).unsqueeze(1)
+    coverage = np.clip(radius - distance + 0.5, 0.0, 1.0, out=distance)
+    pixels = np.rint(coverage * 255).astype(np.uint8)
+    pixels = torch.from_numpy(pixels).unsqueeze(1)  # (count, 1, side, side)
+    factors = torch.from_numpy(factors.astype(np.float32))
     return Source(
-        train_images=images[:train_size],
-        test_images=images[train_size:],
+        train_images=pixels[:train_size],
+        test_images=pixels[train_size:],
         train_factors=factors[:train_size],
         test_factors=factors[train_size:],
         factor_names=CIRCLE_FACTORS,
@@ -69,11 +78,14 @@ def circles(train_size: int, test_size: int, side: int, data_seed: int) -> Sourc
 
 
 def digits(test_size: int, data_seed: int) -> Source:
-    """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes), works offline."""
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes), works offline.
+
+    Its grey levels 0..16 are scaled to 0..255 and rounded (v * 255 / 16 is exact in float64)."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    images = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
+    pixels = np.rint(bunch.images * 255 / 16).astype(np.uint8)
+    images = torch.from_numpy(pixels).unsqueeze(1)
     labels = torch.from_numpy(bunch.target.astype(np.int64))
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(data_seed))
     test, train = order[:test_size], order[test_size:]
@@ -150,7 +162,8 @@ def idx_dataset(name: str, download: bool) -> Source:
         raise dataset_not_found(name, download)
 
     def images(key: str) -> Tensor:
-        return torch.from_numpy(arrays[key].astype(np.float32) / 255.0).unsqueeze(1)
+        # Kept as the files store them; torch.tensor copies the read-only buffer of `read_idx`.
+        return torch.tensor(arrays[key], dtype=torch.uint8).unsqueeze(1)
 
     def labels(key: str) -> Tensor:
         return torch.from_numpy(arrays[key].astype(np.int64))

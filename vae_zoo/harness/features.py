@@ -14,6 +14,7 @@ import fcntl
 import io
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -52,14 +53,16 @@ def feature_net_for(data: ImageData, fingerprint: str, cache_root: Path,
         train_labels = factor_classes(train.factors, train.factors)
         test_labels = factor_classes(test.factors, train.factors)
         classes = FACTOR_BINS**2
-    train_images = train.images if data.binarize != "dynamic" else binarize_fixed(train.images)
+    if data.binarize == "dynamic":
+        # Trained on one fixed draw, in the same space as the test images.
+        train = replace(train, pixels=binarize_fixed(train.pixels))
     cache_dir = Path(cache_root) / "features"
     cache_dir.mkdir(parents=True, exist_ok=True)
     key = f"{data.name}-{fingerprint}"
     with open(cache_dir / f".{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         return load_or_train_feature_net(
-            cache_dir, key, train_images.to(device), train_labels.to(device),
+            cache_dir, key, train.images.to(device), train_labels.to(device),
             test.images.to(device), test_labels.to(device), classes,
             seed=FEATURE_SEED, device=device)
 
