@@ -14,6 +14,8 @@ import pytest
 from report_fixtures import DATASETS, FAILED, FAILED_REASON, MODELS, make_results
 
 from vae_zoo.report import ResultsNotFoundError, build_report
+from vae_zoo.report.figures import sweep_figures
+from vae_zoo.report.tables import Results
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 REFERENCES = {"digits": {"iwae-k5": {"test_nll": 59.0}, "mlp-vae": {"test_nll": 61.0}}}
@@ -197,3 +199,49 @@ def test_an_empty_results_directory_is_a_clear_error(tmp_path):
     with pytest.raises(ResultsNotFoundError):
         build_report(tmp_path / "missing", tmp_path / "report")
     assert not (tmp_path / "report").exists()
+
+
+def _swept_results(root: Path, betas=(0.5, 1, 4, 16)) -> Results:
+    """Finished runs of a β sweep of beta-vae beside an unswept iwae, as the report loads them."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for dataset in ("circles", "digits"):
+        for model, beta in [(f"beta-vae[beta={b:g}]", float(b)) for b in betas] + [("iwae", None)]:
+            for seed in (0, 1, 2):
+                kl = 20 / (1 + (beta or 1)) + rng.normal(0, 0.3)
+                recon = 60 + 5 * np.log2(1 + (beta or 1)) + rng.normal(0, 0.5)
+                rows.append({
+                    "run_id": f"{dataset}-{model}-s{seed}", "dataset": dataset, "model": model,
+                    "seed": seed, "status": "finished", "reason": None,
+                    "test_elbo": -(recon + kl), "test_recon": recon, "test_kl": kl,
+                    "variant_of": model.split("[")[0], "hp_beta": beta,
+                })
+    runs = pd.DataFrame(rows)
+    runs["hp_beta"] = runs["hp_beta"].astype(float)
+    models = list(dict.fromkeys(runs["model"]))
+    return Results("swept", root, runs, ["test_elbo", "test_recon", "test_kl"],
+                   ["circles", "digits"], models)
+
+
+def test_a_sweep_figure_plots_rate_distortion_and_elbo_against_the_swept_value(tmp_path):
+    results = _swept_results(tmp_path)
+    (figure,) = sweep_figures(results, tmp_path / "figures")
+    assert figure.files == [tmp_path / "figures" / f"sweep-beta.{ext}" for ext in ("png", "pdf")]
+    assert figure.png.read_bytes().startswith(b"\x89PNG") and figure.title == "Sweep of beta"
+    assert "log axis" in figure.caption  # 0.5 to 16: positive, over a factor 10
+    (again,) = sweep_figures(results, tmp_path / "again")
+    assert [p.read_bytes() for p in again.files] == [p.read_bytes() for p in figure.files]
+
+    (narrow,) = sweep_figures(_swept_results(tmp_path, betas=(1, 2, 4)), tmp_path / "narrow")
+    assert "linear axis" in narrow.caption
+
+
+def test_no_sweep_figure_without_a_numeric_sweep_column(tmp_path):
+    runs = _swept_results(tmp_path).runs
+    for columns in (runs.drop(columns=["hp_beta"]),
+                    runs.drop(columns=["variant_of", "hp_beta"]),
+                    runs.assign(hp_beta=None, hp_activation="relu")):
+        results = _swept_results(tmp_path)
+        results.runs = columns
+        assert sweep_figures(results, tmp_path / "figures") == []
+    assert not (tmp_path / "figures").exists()

@@ -35,10 +35,10 @@ def test_finished_cells_are_skipped_and_force_reruns_them(tiny_suite, tmp_path, 
     assert run(tiny_suite, tmp_path) == 0
     before = metrics_of(tmp_path)
     assert run(tiny_suite, tmp_path) == 0
-    assert "2 already finished (skipped), 0 to run" in capsys.readouterr().out
+    assert "2 finished, 0 to run" in capsys.readouterr().out
     assert metrics_of(tmp_path) == before
     assert run(tiny_suite, tmp_path, force=True) == 0
-    assert "0 already finished (skipped), 2 to run" in capsys.readouterr().out
+    assert "0 finished, 2 to run (2 to train, 0 to evaluate)" in capsys.readouterr().out
     assert len(list((tmp_path / "tiny" / "replaced").iterdir())) == 2
 
 
@@ -93,7 +93,9 @@ def cli_process(suite_path, results):
 
 def complete_runs(results):
     runs = results / "tiny" / "runs"
-    return sorted(p.name for p in runs.iterdir() if (p / "metrics.json").is_file()) \
+    # Hidden entries are the store's own: a staging folder is a run still being written.
+    return sorted(p.name for p in runs.iterdir()
+                  if not p.name.startswith(".") and (p / "metrics.json").is_file()) \
         if runs.is_dir() else []
 
 
@@ -115,14 +117,14 @@ def test_a_killed_suite_leaves_complete_runs_and_resumes_the_rest(tiny_suite, tm
     for name in os.listdir(tmp_path / "tiny" / "runs"):
         run_dir = tmp_path / "tiny" / "runs" / name
         if not name.startswith("."):  # anything visible is a whole run
-            assert {"config.json", "metrics.json", "history.csv"} <= set(os.listdir(run_dir))
+            assert {"config.json", "training.json", "metrics.json", "history.csv",
+                    "checkpoint.safetensors"} <= set(os.listdir(run_dir))
             json.loads((run_dir / "metrics.json").read_text())
 
     resumed = cli_process(tiny_suite, tmp_path)
     output, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, output
-    assert f"{len(finished_before)} already finished (skipped), " \
-           f"{6 - len(finished_before)} to run" in output
+    assert f"{len(finished_before)} finished, {6 - len(finished_before)} to run" in output
     assert len(complete_runs(tmp_path)) == 6
     assert not [p for p in (tmp_path / "tiny" / "runs").iterdir() if p.name.startswith(".st")]
     with open(tmp_path / "tiny" / "summary.csv") as stream:
@@ -147,11 +149,17 @@ def test_changing_one_hyperparameter_creates_exactly_the_new_cells(tiny_suite, t
     tiny_suite.write_text(tiny_suite.read_text().replace(
         "[model.iwae]\nlatent_dim = 3", "[model.iwae]\nlatent_dim = 4"))
     assert run(tiny_suite, tmp_path) == 0
-    assert "1 already finished (skipped), 1 to run" in capsys.readouterr().out
+    assert "1 finished, 1 to run (1 to train, 0 to evaluate)" in capsys.readouterr().out
     after = metrics_of(tmp_path)
     assert len(after) == 3 and all(after[run_id] == before[run_id] for run_id in before)
     with open(tmp_path / "tiny" / "summary.csv") as stream:
-        assert len(list(csv.DictReader(stream))) == 3  # the old iwae cell stays, beside the new
+        summary = list(csv.DictReader(stream))
+    # The old iwae run stays on disk, out of the summary, listed as stale with the reason.
+    assert len(summary) == 2
+    with open(tmp_path / "tiny" / "stale.csv") as stream:
+        (stale,) = csv.DictReader(stream)
+    assert stale["model"] == "iwae" and stale["run_id"] not in {row["run_id"] for row in summary}
+    assert stale["reason"] == "model.hyperparameters.latent_dim: 3 -> 4"
 
 
 def test_a_failed_cell_is_retried_on_the_next_invocation(tiny_suite, tmp_path, capsys):
@@ -161,4 +169,4 @@ def test_a_failed_cell_is_retried_on_the_next_invocation(tiny_suite, tmp_path, c
     assert run(tiny_suite, tmp_path) == 1
     capsys.readouterr()
     assert run(tiny_suite, tmp_path) == 1  # still diverges, but it was tried again
-    assert "1 already finished (skipped), 1 to run" in capsys.readouterr().out
+    assert "1 finished, 1 to run (1 to train, 0 to evaluate)" in capsys.readouterr().out

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from vae_zoo.harness.store import SuiteStore, write_atomic
+from vae_zoo.harness.store import SuiteStore, read_arrays, write_atomic
 
 
 def record(run_id, status="finished", **metrics):
@@ -19,6 +19,10 @@ def config(run_id, model="mlp-vae", seed=0):
             "model": {"name": model}, "seed": seed}
 
 
+def training(status="finished"):
+    return {"training.json": json.dumps({"status": status}), "history.csv": "epoch\n1\n"}
+
+
 def test_write_atomic_replaces_whole_files_and_leaves_no_temporaries(tmp_path):
     path = tmp_path / "a" / "file.json"
     write_atomic(path, "one")
@@ -29,11 +33,10 @@ def test_write_atomic_replaces_whole_files_and_leaves_no_temporaries(tmp_path):
 
 def test_a_run_is_written_whole(tmp_path):
     store = SuiteStore(tmp_path)
-    history = [{"epoch": 1, "train_loss": 2.0, "val_elbo": -1.0}]
     run = store.write_run("r1", config=config("r1"), record=record("r1", test_elbo=-1.0),
-                          history=history, arrays={"samples": np.zeros((2, 1, 4, 4))})
+                          files=training(), arrays={"samples": np.zeros((2, 1, 4, 4))})
     assert {p.name for p in run.iterdir()} == {"config.json", "metrics.json", "history.csv",
-                                              "arrays.npz"}
+                                              "training.json", "arrays.npz"}
     assert store.is_finished("r1")
     assert np.load(run / "arrays.npz")["samples"].shape == (2, 1, 4, 4)
     assert [p.name for p in store.runs.iterdir() if p.name.startswith(".staging")] == []
@@ -41,12 +44,14 @@ def test_a_run_is_written_whole(tmp_path):
 
 def test_a_finished_run_is_never_overwritten_silently(tmp_path):
     store = SuiteStore(tmp_path)
-    store.write_run("r1", config=config("r1"), record=record("r1", test_elbo=-1.0), history=[])
+    store.write_run("r1", config=config("r1"), record=record("r1", test_elbo=-1.0),
+                    files=training())
     with pytest.raises(FileExistsError):
         store.write_run("r1", config=config("r1"), record=record("r1", test_elbo=-2.0),
-                        history=[])
+                        files=training())
     assert store.read_metrics("r1")["metrics"]["test_elbo"] == -1.0
-    store.write_run("r1", config=config("r1"), record=record("r1", test_elbo=-2.0), history=[],
+    store.write_run("r1", config=config("r1"), record=record("r1", test_elbo=-2.0),
+                    files=training(),
                     replace_finished=True)
     assert store.read_metrics("r1")["metrics"]["test_elbo"] == -2.0
     archived = list((tmp_path / "replaced").iterdir())
@@ -56,26 +61,59 @@ def test_a_finished_run_is_never_overwritten_silently(tmp_path):
 
 def test_a_failed_run_is_replaced_by_its_retry(tmp_path):
     store = SuiteStore(tmp_path)
-    store.write_run("r1", config=config("r1"), record=record("r1", "failed"), history=[],
-                    error="Traceback ...")
+    store.write_run("r1", config=config("r1"), record=record("r1", "failed"),
+                    files=training("failed"), error="Traceback ...")
     assert (store.run_dir("r1") / "error.txt").is_file() and not store.is_finished("r1")
-    store.write_run("r1", config=config("r1"), record=record("r1", test_elbo=-1.0), history=[])
+    store.write_run("r1", config=config("r1"), record=record("r1", test_elbo=-1.0),
+                    files=training())
     assert store.is_finished("r1") and not (store.run_dir("r1") / "error.txt").exists()
 
 
-def test_summary_is_rebuilt_from_run_files_only(tmp_path):
+def test_summary_holds_the_given_cells_with_metrics_from_their_run_files(tmp_path):
     store = SuiteStore(tmp_path)
     store.write_run("b", config=config("b", seed=1), record=record("b", test_nll=2.0,
-                                                                   test_elbo=-3.0), history=[])
-    store.write_run("a", config=config("a"), record=record("a", "failed"), history=[])
+                                                                   test_elbo=-3.0),
+                    files=training())
+    store.write_run("a", config=config("a"), record=record("a", "failed"), files=training())
+    store.write_run("old", config=config("old"), record=record("old", test_nll=9.0),
+                    files=training())
     (store.runs / ".staging-c-123").mkdir()  # an interrupted write is not a run
-    with open(store.rebuild_summary()) as stream:
+    cells = [{"run_id": run_id, "eval_id": "e", "suite": "s", "dataset": "circles",
+              "model": "mlp-vae", "variant_of": "mlp-vae", "seed": seed, "status": status,
+              "reason": "", "hp_beta": 2.0}
+             for run_id, seed, status in (("a", 0, "failed"), ("b", 1, "finished"))]
+    with open(store.write_summary(cells)) as stream:
         rows = list(csv.DictReader(stream))
-    assert [row["run_id"] for row in rows] == ["a", "b"]
+    assert [row["run_id"] for row in rows] == ["a", "b"]  # "old" is not a cell of the plan
     assert rows[0]["status"] == "failed" and rows[0]["test_nll"] == ""
     assert float(rows[1]["test_nll"]) == 2.0
-    assert list(rows[0])[:9] == ["run_id", "suite", "dataset", "model", "seed", "status",
-                                 "reason", "test_elbo", "test_nll"]
+    assert list(rows[0])[:12] == ["run_id", "eval_id", "suite", "dataset", "model",
+                                  "variant_of", "seed", "status", "reason", "hp_beta",
+                                  "test_elbo", "test_nll"]
+
+
+def test_a_reevaluation_keeps_the_training_files_and_archives_the_old_evaluation(tmp_path):
+    store = SuiteStore(tmp_path)
+    files = {**training(), "checkpoint.safetensors": b"weights"}
+    store.write_run("r1", config=config("r1"), record=record("r1", test_nll=1.0), files=files,
+                    arrays={"samples": np.ones((1, 1, 2, 2))})
+    store.write_run("r1", config=config("r1"), record=record("r1", test_nll=2.0), files={},
+                    keep=("training.json", "history.csv", "checkpoint.safetensors"),
+                    arrays={"samples": np.zeros((1, 1, 2, 2))}, replace_finished=True)
+    run = store.run_dir("r1")
+    assert (run / "checkpoint.safetensors").read_bytes() == b"weights"
+    assert store.training_finished("r1") and store.read_metrics("r1")["metrics"]["test_nll"] == 2
+    assert read_arrays(run)["samples"].sum() == 0
+    (archived,) = (tmp_path / "replaced").iterdir()
+    assert json.loads((archived / "metrics.json").read_text())["metrics"]["test_nll"] == 1.0
+    assert read_arrays(archived)["samples"].sum() == 4
+
+
+def test_unreadable_run_files_read_as_missing(tmp_path):
+    store = SuiteStore(tmp_path)
+    store.write_run("r1", config=config("r1"), record=record("r1"), files=training())
+    (store.run_dir("r1") / "metrics.json").write_text('{"status": "fini')
+    assert store.read_metrics("r1") is None and not store.is_finished("r1")
 
 
 def test_a_claimed_run_cannot_be_claimed_twice(tmp_path):
@@ -95,8 +133,8 @@ def test_results_are_readable_by_others_as_the_umask_allows(tmp_path):
     old = os.umask(0o022)
     try:
         store = SuiteStore(tmp_path)
-        run = store.write_run("r1", config=config("r1"), record=record("r1"), history=[])
-        summary = store.rebuild_summary()
+        run = store.write_run("r1", config=config("r1"), record=record("r1"), files=training())
+        summary = store.write_summary([{"run_id": "r1"}])
     finally:
         os.umask(old)
     assert stat.S_IMODE(run.stat().st_mode) == 0o755

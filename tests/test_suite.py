@@ -52,15 +52,6 @@ def test_a_suite_resolves_into_cells_with_overrides_and_variants(tmp_path):
     assert cells[0].train.epochs == 2 and cells[0].eval.nll_samples == 10
 
 
-def test_run_ids_depend_on_every_setting():
-    suite = load_suite("smoke")
-    cells = suite.cells()
-    ids = {cell.run_id("data") for cell in cells}
-    assert len(ids) == len(cells)
-    assert cells[0].run_id("data") == cells[0].run_id("data")
-    assert cells[0].run_id("data") != cells[0].run_id("other-data")
-
-
 @pytest.mark.parametrize("change, message", [
     (("epochs = 2", "epoch = 2"), "unknown key 'epoch' in [train]; valid keys: epochs"),
     (("epochs = 2", "epochs = \"two\""), "[train] epochs = 'two'; expected a positive integer"),
@@ -107,3 +98,26 @@ def test_the_readme_example_suite_is_valid(tmp_path):
     suite = load_suite(write(tmp_path, example))
     assert len(suite.cells()) == 2 * 3 * 2
     assert suite.references["circles"]["iwae-k50"]["test_nll"] == 40.0
+
+
+def test_the_readme_sweep_example_expands_as_it_says(tmp_path):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("### Sweeps"):]
+    start = section.index("```toml") + len("```toml")
+    example = section[start:section.index("```", start)]
+    suite = load_suite(write(tmp_path, 'datasets = ["circles"]\nseeds = [0]\n' + example))
+    names = [m.name for m in suite.models]
+    assert names[:5] == [f"beta-vae[beta={b}]" for b in (1, 2, 4, 8, 16)]
+    assert names[5:] == [f"mlp-vae[k={k},latent_dim={d},hidden={h}]"
+                         for k in (1, 5) for d in (10, 50) for h in ("100", "200x200")]
+    assert {m.variant_of for m in suite.models} == {"beta-vae", "mlp-vae"}
+
+
+def test_a_suite_with_a_sweep_has_one_cell_per_variant_dataset_and_seed(tmp_path):
+    suite = load_suite(write(tmp_path, VALID.replace("latent_dim = 3", "latent_dim = [3, 4]")))
+    assert [m.name for m in suite.models] == ["mlp-vae[latent_dim=3]", "mlp-vae[latent_dim=4]",
+                                              "iwae-k50"]
+    assert len(suite.cells()) == 3 * 2
+    assert [cell.model.hyperparameters["latent_dim"] for cell in suite.cells()[:4]] == [3, 3, 4, 4]

@@ -273,6 +273,13 @@ def test_sync_with_nothing_to_upload_succeeds(tmp_path):
     assert sync_offline_runs(tmp_path / "wandb") == 0
 
 
+def without_empty_tables(value):
+    if isinstance(value, dict):
+        return {key: without_empty_tables(item) for key, item in value.items()
+                if not (isinstance(item, dict) and not item)}
+    return value
+
+
 def test_the_smoke_suite_logs_every_cell_and_a_summary_run_as_in_its_run_files(smoke_results):
     import csv
 
@@ -291,7 +298,7 @@ def test_the_smoke_suite_logs_every_cell_and_a_summary_run_as_in_its_run_files(s
         assert run["group"] == "smoke" and run["job_type"] == config["model"]["name"]
         assert run["name"] == f"{config['dataset']['name']}/{config['model']['name']}/" \
                               f"s{config['seed']}"
-        assert run["config"] == config
+        assert run["config"] == without_empty_tables(config)  # W&B drops empty ones
         for name, value in record["metrics"].items():
             assert run["summary"][name] == pytest.approx(value, rel=1e-12), name
         with open(run_dir / "history.csv") as stream:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -39,19 +39,30 @@ from vae_zoo.model import VAE
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2015)
 
 
+# A setting's `role` (field metadata): "result" (the default) changes metric values and is part
+# of the evaluation identity; "speed" (batching, memory) and "presentation" (what the report
+# keeps to draw) are recorded in config.json but are not. See docs/results-format.md.
+SPEED = {"role": "speed"}
+PRESENTATION = {"role": "presentation"}
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     nll_samples: int = 1000  # K, importance samples per test image for test_nll
-    nll_batch_size: int = 100  # test images per importance-sampling batch
-    nll_chunk: int = 25  # samples decoded at once: bounds memory; 25 is fastest on a CPU
+    # test images per importance-sampling batch, and samples decoded at once (bounds memory;
+    # 25 is fastest on a CPU)
+    nll_batch_size: int = field(default=100, metadata=SPEED)
+    nll_chunk: int = field(default=25, metadata=SPEED)
     nll_images: int = 0  # test images for test_nll and iwae_k<k>: the first N (0: all)
-    batch_size: int = 1000  # test images per batch for everything else
+    batch_size: int = field(default=1000, metadata=SPEED)  # test images per batch otherwise
     iwae_ks: tuple[int, ...] = (1, 5, 50)  # k of the iwae_k<k> bounds
     fid_samples: int = 10000  # model samples (and real images) for fid, precision, recall
     pr_neighbours: int = 3  # k of the k-NN manifolds of precision and recall
-    grid_images: int = 64  # samples and reconstructions kept for the report
-    latent_points: int = 1000  # posterior means kept for the report's embedding
-    traversal_steps: int = 9  # images per latent dimension in a traversal
+    # kept for the report: sample and reconstruction grids, posterior means for the embedding,
+    # images per latent dimension in a traversal
+    grid_images: int = field(default=64, metadata=PRESENTATION)
+    latent_points: int = field(default=1000, metadata=PRESENTATION)
+    traversal_steps: int = field(default=9, metadata=PRESENTATION)
 
 
 class Timer:
@@ -68,60 +79,86 @@ class Timer:
         return value
 
 
+# What `evaluate(groups=...)` can compute on its own (`vae-zoo evaluate --metrics`).
+METRIC_GROUPS = ("elbo", "nll", "iwae", "latents", "factors", "samples", "images")
+
+
 def evaluate(model: VAE, data: ImageData, config: EvalConfig, *, seed: int,
-             samples: SampleReference | None = None,
-             log: Callable[[str], None] = print) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+             samples: SampleReference | None = None, log: Callable[[str], None] = print,
+             groups: tuple[str, ...] | None = None,
+             ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Metrics of `model` on `data.test` and arrays for the report; `log` gets one line per
     metric with the time it took. Sample-quality metrics need `samples`, the dataset's
-    `sample_reference` (computed once per dataset, not per model)."""
+    `sample_reference` (computed once per dataset, not per model). `groups` (of
+    `METRIC_GROUPS`) computes only those metrics; every group uses its own seeded random stream,
+    so its values do not depend on which other groups ran."""
     model.eval()
-    torch.manual_seed(seed)
     images = data.test.images
     metrics: dict[str, float] = {}
     arrays: dict[str, np.ndarray] = {}
     timed = Timer(log)
 
-    terms = timed("elbo", lambda: elbo_terms(model, images, config.batch_size))
-    for name in ("elbo", "recon", "kl"):
-        metrics[f"test_{name}"] = terms[name].double().mean().item()
+    def wanted(group: str) -> bool:
+        if group in (groups or METRIC_GROUPS):
+            torch.manual_seed(seed)  # each group's draws are independent of the groups before
+            return True
+        return False
+
+    if wanted("elbo"):
+        terms = timed("elbo", lambda: elbo_terms(model, images, config.batch_size))
+        for name in ("elbo", "recon", "kl"):
+            metrics[f"test_{name}"] = terms[name].double().mean().item()
 
     nll_images = images[:config.nll_images] if config.nll_images else images
-    log_px = timed("nll", lambda: importance_sampled_log_likelihood(
-        model, nll_images, config.nll_samples, config.nll_batch_size, config.nll_chunk))
-    mean_log_px, standard_error = mean_and_standard_error(log_px)
-    metrics["test_nll"] = -mean_log_px
-    metrics["test_nll_se"] = standard_error
-    metrics["test_bpd"] = metrics["test_nll"] / (math.prod(data.image_shape) * math.log(2))
+    if wanted("nll"):
+        log_px = timed("nll", lambda: importance_sampled_log_likelihood(
+            model, nll_images, config.nll_samples, config.nll_batch_size, config.nll_chunk))
+        mean_log_px, standard_error = mean_and_standard_error(log_px)
+        metrics["test_nll"] = -mean_log_px
+        metrics["test_nll_se"] = standard_error
+        metrics["test_bpd"] = metrics["test_nll"] / (math.prod(data.image_shape) * math.log(2))
 
     def iwae_bounds() -> dict[str, float]:
         return {f"iwae_k{k}": importance_sampled_log_likelihood(
             model, nll_images, k, config.nll_batch_size, min(k, config.nll_chunk)).double()
             .mean().item() for k in config.iwae_ks}
 
-    metrics.update(timed("iwae_k", iwae_bounds))
+    if wanted("iwae"):
+        metrics.update(timed("iwae_k", iwae_bounds))
 
-    latents = timed("latents", lambda: latent_statistics(model, images, config.batch_size))
-    metrics["active_units"] = float((latents["mean_variance"] > ACTIVE_UNIT_THRESHOLD).sum())
-    metrics["test_mse"] = latents["mse"]
-    arrays["kl_per_dim"] = latents["kl_per_dim"].numpy()
     keep = min(config.latent_points, len(images))
-    arrays["latent_means"] = latents["means"][:keep].numpy()
-    if data.test.labels is not None:
-        arrays["labels"] = data.test.labels[:keep].cpu().numpy().astype(np.int64)
+    latents = None
+    if wanted("latents"):
+        latents = timed("latents", lambda: latent_statistics(model, images, config.batch_size))
+        metrics["active_units"] = float((latents["mean_variance"] > ACTIVE_UNIT_THRESHOLD).sum())
+        metrics["test_mse"] = latents["mse"]
+        arrays["kl_per_dim"] = latents["kl_per_dim"].numpy()
+        arrays["latent_means"] = latents["means"][:keep].numpy()
+        if data.test.labels is not None:
+            arrays["labels"] = data.test.labels[:keep].cpu().numpy().astype(np.int64)
 
-    if data.test.factors is not None:
+    if data.test.factors is not None and wanted("factors"):
+        means = latents["means"] if latents is not None else posterior_means(
+            model, images, config.batch_size)
         factors = data.test.factors.cpu()
         arrays["factors"] = factors[:keep].numpy()
         metrics.update(timed("factors", lambda: factor_metrics(
-            latents["means"], factors, data.factor_names, seed)))
+            means, factors, data.factor_names, seed)))
         arrays["traversals"] = traversals(model, images[:1], config.traversal_steps).numpy()
 
-    if samples is not None:
+    if samples is not None and wanted("samples"):
         metrics.update(timed("samples", lambda: sample_metrics(model, data, samples, config, seed)))
 
-    arrays.update(report_images(model, data, config, seed))
+    if wanted("images"):
+        arrays.update(report_images(model, data, config, seed))
     metrics["eval_seconds"] = sum(timed.seconds.values())
     return metrics, arrays
+
+
+@torch.inference_mode()
+def posterior_means(model: VAE, images: Tensor, batch_size: int) -> Tensor:
+    """E_q[z|x] of every image: (N, latent), on the CPU."""
+    return torch.cat([model.posterior(batch).mean.cpu() for batch in images.split(batch_size)])
 
 
 @torch.inference_mode()
@@ -160,7 +197,8 @@ def factor_metrics(latent_means: Tensor, factors: Tensor, factor_names: tuple[st
 def draw_samples(model: VAE, data: ImageData, count: int, generator: torch.Generator) -> Tensor:
     """`count` images from the model in the data's own space: x ~ p(x|z) for binarised data (as
     the real test images are binary), the decoder mean for grey-level data."""
-    means = model.sample(count, generator=generator, like=data.test.images).clamp(0, 1)
+    like = torch.empty(0, device=data.device)  # the samples' dtype and device
+    means = model.sample(count, generator=generator, like=like).clamp(0, 1)
     if data.binarize == "none":
         return means
     return torch.bernoulli(means, generator=generator)

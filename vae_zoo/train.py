@@ -18,6 +18,13 @@ LR_SCHEDULES = ("constant", "iwae-paper")
 RUNNING_LOSS_EVERY = 50  # batches between progress-bar updates of the running loss
 
 
+# A setting's `role` (field metadata) says whether it changes the trained weights ("result", the
+# default: part of a run's identity) or only how fast or where it is computed ("speed", "storage":
+# recorded in config.json, not part of the identity). See docs/results-format.md.
+SPEED = {"role": "speed"}
+STORAGE = {"role": "storage"}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 10
@@ -27,7 +34,8 @@ class TrainConfig:
     # 1e-3 * 10**(-i/7); `epochs` then caps the total (3,280 for the full schedule).
     lr_schedule: str = "constant"
     adam_eps: float = 1e-8
-    eval_batch_size: int = 1000
+    eval_batch_size: int = field(default=1000, metadata=SPEED)  # validation images per batch
+    keep_checkpoints: bool = field(default=True, metadata=STORAGE)  # weights in the run dir
 
 
 class DivergenceError(RuntimeError):
@@ -39,6 +47,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # one row per epoch
     best_epoch: int = 0
     best_val_elbo: float = -float("inf")
+    final_state: dict | None = None  # the last epoch's weights, when they are not the best's
     train_seconds: float = 0.0
     train_images: int = 0
 
@@ -115,6 +124,8 @@ def train(
             best_state = copy.deepcopy(model.state_dict())
         if on_epoch is not None:
             on_epoch(row)
+    if result.best_epoch != config.epochs:
+        result.final_state = copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
     model.eval()
     return result

@@ -6,11 +6,11 @@ in this process, in a worker process, or in a SLURM job.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import traceback
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +18,10 @@ import torch
 from tqdm.auto import tqdm
 
 from vae_zoo import zoo
-from vae_zoo.data import ImageData, load_dataset
+from vae_zoo.data import ImageData
 from vae_zoo.evaluate import SampleReference, evaluate, sample_reference
 from vae_zoo.harness import provenance
+from vae_zoo.harness.checkpoints import checkpoint_files, load_model
 from vae_zoo.harness.executors import (
     SlurmOptions,
     make_submitit_executor,
@@ -30,7 +31,26 @@ from vae_zoo.harness.executors import (
     worker_threads,
 )
 from vae_zoo.harness.features import feature_net_for
-from vae_zoo.harness.store import FAILED, FINISHED, SuiteStore
+from vae_zoo.harness.planner import (
+    DONE,
+    EVALUATE,
+    TRAIN,
+    Plan,
+    PlannedCell,
+    cell_action,
+    dataset_for,
+    plan_suite,
+)
+from vae_zoo.harness.store import (
+    CHECKPOINT_FILES,
+    FAILED,
+    FINISHED,
+    TRAINING_FILE,
+    SuiteStore,
+    history_csv,
+    read_arrays,
+    to_json,
+)
 from vae_zoo.harness.suite import Cell, Suite
 from vae_zoo.harness.tracking import Tracker
 from vae_zoo.train import train
@@ -54,54 +74,53 @@ class RunOptions:
 
 @dataclass(frozen=True)
 class CellTask:
-    """Everything a process needs to run one cell and record it."""
+    """Everything a process needs to run one planned cell and record it."""
 
-    cell: Cell
-    run_id: str
-    data_fingerprint: str
+    planned: PlannedCell
     suite_root: Path
     device: str
     project: str
     wandb_mode: str | None
-    force: bool
+    force: bool = False
+    # With `vae-zoo evaluate --metrics`: recompute only these groups of a current evaluation.
+    metric_groups: tuple[str, ...] = ()
+
+    @property
+    def cell(self) -> Cell:
+        return self.planned.cell
+
+    @property
+    def run_id(self) -> str:
+        return self.planned.run_id
 
 
-@cache
-def cached_dataset(name: str, options_items: tuple) -> ImageData:
-    """Each dataset is loaded once per process, whatever the number of cells using it."""
-    return load_dataset(name, dict(options_items))
+def run_suite(suite: Suite, options: RunOptions, *, evaluate_only: bool = False,
+              metric_groups: tuple[str, ...] = ()) -> int:
+    """Run every cell of `suite` that needs it: 0 when all succeeded, 1 when some failed.
 
-
-def dataset_for(cell: Cell) -> ImageData:
-    return cached_dataset(cell.dataset, tuple(sorted(cell.dataset_options.items())))
-
-
-def plan(suite: Suite) -> list[tuple[Cell, str, str]]:
-    """Every cell of the suite with its run id and data fingerprint (loads each dataset)."""
-    fingerprints = {}
-    planned = []
-    for cell in suite.cells():
-        if cell.dataset not in fingerprints:
-            fingerprints[cell.dataset] = dataset_for(cell).fingerprint()
-        fingerprint = fingerprints[cell.dataset]
-        planned.append((cell, cell.run_id(fingerprint), fingerprint))
-    return planned
-
-
-def run_suite(suite: Suite, options: RunOptions) -> int:
-    """Run every unfinished cell of `suite`; returns 0 when all succeeded, 1 when some failed."""
+    A cell whose training is finished but whose evaluation is missing, failed or stale is only
+    evaluated. With `evaluate_only` (`vae-zoo evaluate`), cells that would need training are
+    left alone; with `metric_groups`, finished cells recompute those groups of their metrics.
+    """
     store = SuiteStore(Path(options.results_dir) / suite.name)
     store.remove_abandoned_staging()
-    planned = plan(suite)
-    tasks = [CellTask(cell, run_id, fingerprint, store.root, options.device, suite.project,
-                      options.wandb_mode, options.force)
-             for cell, run_id, fingerprint in planned
-             if options.force or not store.is_finished(run_id)]
-    skipped = len(planned) - len(tasks)
+    plan = plan_suite(suite, store, options.device, force=options.force)
+    print(plan.headline() + f"; results in {store.root}")
+    selected = [planned for planned in plan.cells
+                if planned.action == EVALUATE
+                or (planned.action == TRAIN and not evaluate_only)
+                or (planned.action == DONE and metric_groups)]
+    if evaluate_only:
+        untrained = [planned for planned in plan.cells if planned.action == TRAIN]
+        for planned in untrained:
+            print(f"  not evaluated {planned.run_id}: {planned.reason} "
+                  f"(`vae-zoo run {suite.name}` trains it)")
+    tasks = [CellTask(planned, store.root, options.device, suite.project, options.wandb_mode,
+                      options.force, metric_groups if planned.action == DONE else ())
+             for planned in selected]
     where = (f"{options.executor} x{options.jobs}" if options.executor == "local"
              else options.executor)
-    print(f"suite {suite.name}: {len(planned)} cells; {skipped} already finished (skipped), "
-          f"{len(tasks)} to run on {options.device} ({where}); results in {store.root}")
+    print(f"running {len(tasks)} cells on {options.device} ({where})")
     if options.executor == "local" and options.jobs == 1:
         outcomes = []
         with tqdm(total=len(tasks), desc=suite.name, unit="cell", position=0,
@@ -113,7 +132,7 @@ def run_suite(suite: Suite, options: RunOptions) -> int:
         outcomes = run_submitted(suite, tasks, store, options)
         if outcomes is None:
             return 0
-    return finish_suite(suite, store, outcomes, options.wandb_mode)
+    return finish_suite(suite, store, outcomes, options.wandb_mode, options.device)
 
 
 def run_submitted(suite: Suite, tasks: list[CellTask], store: SuiteStore,
@@ -168,25 +187,37 @@ def run_submitted(suite: Suite, tasks: list[CellTask], store: SuiteStore,
 def record_failure(task: CellTask, reason: str, error: str) -> dict:
     """Write a failed run for a cell whose process could not record it itself."""
     store = SuiteStore(task.suite_root)
-    record = {"run_id": task.run_id, "status": FAILED, "reason": reason, "metrics": {},
-              "provenance": provenance.machine(task.device)}
-    config = {"run_id": task.run_id, **task.cell.config(task.data_fingerprint)}
+    record = {"run_id": task.run_id, "eval_id": task.planned.eval_id, "status": FAILED,
+              "reason": reason, "metrics": {}, "provenance": provenance.machine(task.device)}
+    training = {"run_id": task.run_id, "status": FAILED, "reason": reason, "metrics": {}}
     with store.claim(task.run_id) as claimed:
-        if claimed and not store.is_finished(task.run_id):
-            store.write_run(task.run_id, config=config, record=record, history=[], error=error)
+        # A finished training is kept as it is: the next run evaluates it again.
+        if claimed and not store.training_finished(task.run_id):
+            store.write_run(task.run_id, config=task.planned.config(task.device), record=record,
+                            files={TRAINING_FILE: to_json(training)}, error=error)
     return record
 
 
+def write_summary(suite: Suite, store: SuiteStore, device: str) -> tuple[Path, Plan]:
+    """Plan the suite again and rewrite summary.csv (its current cells) and stale.csv."""
+    plan = plan_suite(suite, store, device)
+    store.write_stale(plan.stale)
+    return store.write_summary(plan.summary_rows(store)), plan
+
+
 def finish_suite(suite: Suite, store: SuiteStore, outcomes: list[dict],
-                 wandb_mode: str | None) -> int:
+                 wandb_mode: str | None, device: str) -> int:
     """Rebuild the summary, log it, and report failures: the suite's exit status."""
-    summary = store.rebuild_summary()
+    summary, plan = write_summary(suite, store, device)
     Tracker(wandb_mode, suite.project, suite.name, store.root / "wandb").log_suite(summary, [])
     failed = [outcome for outcome in outcomes if outcome["status"] == FAILED]
     busy = [outcome for outcome in outcomes if outcome["status"] == "busy"]
     finished = len(outcomes) - len(failed) - len(busy)
     print(f"suite {suite.name}: ran {len(outcomes)} cells, {finished} finished, {len(failed)} "
-          f"failed; summary of {len(store.records())} runs in {summary}")
+          f"failed; summary of {plan.count(DONE)} finished cells in {summary}")
+    if plan.stale:
+        print(f"  {len(plan.stale)} stale run(s) left out of the summary: see "
+              f"{store.root / 'stale.csv'}")
     for outcome in busy:
         print(f"  skipped {outcome['run_id']}: another process is running it")
     for outcome in failed:
@@ -198,7 +229,7 @@ def finish_suite(suite: Suite, store: SuiteStore, outcomes: list[dict],
 
 
 def run_cell(task: CellTask, progress_position: int | None = 1) -> dict:
-    """Train and evaluate one cell and record it; never raises for a failing model.
+    """Train (if needed) and evaluate one cell and record it; never raises for a failing model.
 
     Returns `{"run_id", "status", "reason"}`; status "busy" when another process holds the cell.
     """
@@ -206,90 +237,180 @@ def run_cell(task: CellTask, progress_position: int | None = 1) -> dict:
     with store.claim(task.run_id) as claimed:
         if not claimed:
             return {"run_id": task.run_id, "status": "busy", "reason": None}
-        if store.is_finished(task.run_id) and not task.force:
+        # Another process may have run the cell since it was planned: decide again, locked.
+        action, _ = cell_action(store, task.planned, task.force)
+        if action == DONE and not task.metric_groups:
             return {"run_id": task.run_id, "status": FINISHED, "reason": None}
-        return _run_claimed_cell(task, store, progress_position)
+        return _run_claimed_cell(task, store, action, progress_position)
 
 
-def _run_claimed_cell(task: CellTask, store: SuiteStore, progress_position: int | None) -> dict:
-    cell, run_id = task.cell, task.run_id
+def _run_claimed_cell(task: CellTask, store: SuiteStore, action: str,
+                      progress_position: int | None) -> dict:
+    planned, cell, run_id = task.planned, task.cell, task.run_id
     data = dataset_for(cell)
-    config = {"run_id": run_id, **cell.config(task.data_fingerprint)}
+    config = planned.config(task.device, data.image_shape)
     tracker = Tracker(task.wandb_mode, task.project, cell.suite, task.suite_root / "wandb")
     tracked = tracker.start_run(run_id, cell.dataset, cell.model.name, cell.seed, config)
-    log_lines: list[str] = []
-
-    def log(line: str) -> None:
-        log_lines.append(line)
-        tqdm.write(f"[{run_id}] {line}")
-
+    log = RunLog(run_id)
     started_at, started = time.time(), time.perf_counter()
     configure_determinism(task.device)
-    machine = provenance.machine(task.device)
+    if task.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(task.device)
+    device_data = data.to(task.device)
+
+    if action == TRAIN:
+        trained = train_cell(task, device_data, log, tracked, progress_position)
+        keep: tuple[str, ...] = ()
+    else:
+        trained = load_training(task, store, log)
+        keep = trained.files_to_keep
+    metrics, arrays, error, reason = dict(trained.metrics), {}, trained.error, trained.reason
+    if trained.model is not None:
+        previous = store.read_metrics(run_id) if task.metric_groups else None
+        evaluated = evaluate_cell(task, trained.model, device_data, log, previous)
+        metrics.update(evaluated.metrics)
+        arrays, error, reason = evaluated.arrays, evaluated.error, evaluated.reason
+    status = FINISHED if error is None else FAILED
+    record = {
+        "run_id": run_id,
+        "eval_id": planned.eval_id,
+        "status": status,
+        "reason": reason,
+        "metrics": metrics if status == FINISHED else trained.metrics,
+        "provenance": {**provenance.machine(task.device), "started_at": iso(started_at),
+                       "finished_at": iso(time.time()),
+                       "wall_seconds": time.perf_counter() - started, "pid": os.getpid()},
+        "log": trained.log + log.lines,
+    }
+    store.write_run(run_id, config=config, record=record, files=trained.files, keep=keep,
+                    arrays=arrays if status == FINISHED else None, error=error,
+                    replace_finished=True)
+    tracked.finish(status, record["metrics"], arrays, reason=reason)
+    return {"run_id": run_id, "status": status, "reason": reason}
+
+
+class RunLog:
+    """A run's log lines: kept for metrics.json and printed above the progress bars."""
+
+    def __init__(self, run_id: str):
+        self.run_id, self.lines = run_id, []
+
+    def __call__(self, line: str) -> None:
+        self.lines.append(line)
+        tqdm.write(f"[{self.run_id}] {line}")
+
+
+@dataclass
+class Trained:
+    """A cell's training, fresh or read back: its model (None if training failed), the training
+    metrics, and the files that record it."""
+
+    model: torch.nn.Module | None
+    metrics: dict[str, float]
+    log: list[str] = field(default_factory=list)  # earlier lines, for a training read back
+    files: dict[str, bytes | str] = field(default_factory=dict)  # new files to write
+    files_to_keep: tuple[str, ...] = ()  # files of the existing run directory to carry over
+    error: str | None = None
+    reason: str | None = None
+
+
+def train_cell(task: CellTask, data: ImageData, log: RunLog, tracked,
+               progress_position: int | None) -> Trained:
+    """Build and train the cell's model; a failure is returned, not raised."""
+    cell = task.cell
     history: list[dict] = []
-    metrics: dict[str, float] = {}
-    arrays: dict[str, np.ndarray] = {}
-    error = reason = None
     bar = tqdm(total=cell.train.epochs, desc=f"{cell.dataset}/{cell.model.name}/s{cell.seed}",
                unit="epoch", position=progress_position, leave=False,
                disable=None if progress_position is not None else True)
-    if task.device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats(task.device)
+
+    def on_epoch(row: dict) -> None:
+        history.append(row)
+        tracked.log_epoch(row["epoch"], row)
+        bar.set_postfix(loss=f"{row['train_loss']:.2f}", val_elbo=f"{row['val_elbo']:.2f}")
+        bar.update()
+
+    def on_running_loss(loss: float) -> None:
+        bar.set_postfix(loss=f"{loss:.2f}", refresh=False)
+
+    def training_files(status: str, metrics: dict, reason: str | None) -> dict[str, str]:
+        training = {"run_id": task.run_id, "status": status, "reason": reason,
+                    "metrics": metrics, "checkpoints": [], "log": list(log.lines),
+                    "provenance": provenance.machine(task.device)}
+        return {TRAINING_FILE: to_json(training), "history.csv": history_csv(history)}
+
     try:
         torch.manual_seed(cell.seed)
         model, objective = zoo.build(cell.model.entry, data.image_shape,
                                      cell.model.hyperparameters)
         model.to(task.device)
-        device_data = data.to(task.device)
-
-        def on_epoch(row: dict) -> None:
-            history.append(row)
-            tracked.log_epoch(row["epoch"], row)
-            bar.set_postfix(loss=f"{row['train_loss']:.2f}", val_elbo=f"{row['val_elbo']:.2f}")
-            bar.update()
-
-        def on_running_loss(loss: float) -> None:
-            bar.set_postfix(loss=f"{loss:.2f}", refresh=False)
-
-        result = train(model, objective, device_data, cell.train, seed=cell.seed,
+        result = train(model, objective, data, cell.train, seed=cell.seed,
                        on_epoch=on_epoch, on_running_loss=on_running_loss)
-        log(f"trained {cell.train.epochs} epochs in {result.train_seconds:.1f} s "
-            f"({result.images_per_second:.0f} images/s); best validation ELBO "
-            f"{result.best_val_elbo:.2f} at epoch {result.best_epoch}")
-        reference, feature_info = sample_reference_for(task, device_data)
-        log(f"feature network for sample metrics: test accuracy "
-            f"{feature_info['test_accuracy']:.3f} ({feature_info['key']})")
-        metrics, arrays = evaluate(model, device_data, cell.eval, seed=cell.seed,
-                                   samples=reference, log=log)
-        metrics.update({
-            "params": float(zoo.count_parameters(model)),
-            "train_seconds": result.train_seconds,
-            "train_images_per_s": result.images_per_second,
-            "best_epoch": float(result.best_epoch),
-            "peak_memory_mb": peak_memory_mb(task.device),
-            "feature_net_accuracy": feature_info["test_accuracy"],
-        })
-        status = FINISHED
     except Exception as exception:  # a failing model is a result, not a crash of the suite
-        status = FAILED
         reason = one_line(exception)
-        error = traceback.format_exc()
-        metrics, arrays = {}, {}
+        return Trained(None, {}, files=training_files(FAILED, {}, reason),
+                       error=traceback.format_exc(), reason=reason)
     finally:
         bar.close()
-    record = {
-        "run_id": run_id,
-        "status": status,
-        "reason": reason,
-        "metrics": metrics,
-        "provenance": {**machine, "started_at": iso(started_at), "finished_at": iso(time.time()),
-                       "wall_seconds": time.perf_counter() - started, "pid": os.getpid()},
-        "log": log_lines,
+    log(f"trained {cell.train.epochs} epochs in {result.train_seconds:.1f} s "
+        f"({result.images_per_second:.0f} images/s); best validation ELBO "
+        f"{result.best_val_elbo:.2f} at epoch {result.best_epoch}")
+    metrics = {
+        "params": float(zoo.count_parameters(model)),
+        "train_seconds": result.train_seconds,
+        "train_images_per_s": result.images_per_second,
+        "best_epoch": float(result.best_epoch),
+        "peak_memory_mb": peak_memory_mb(task.device),
     }
-    store.write_run(run_id, config=config, record=record, history=history, arrays=arrays,
-                    error=error, replace_finished=task.force)
-    tracked.finish(status, metrics, arrays, reason=reason)
-    return {"run_id": run_id, "status": status, "reason": reason}
+    files = training_files(FINISHED, metrics, None)
+    if cell.train.keep_checkpoints:
+        checkpoints = checkpoint_files(model.state_dict(), result.final_state)
+        training = json.loads(files[TRAINING_FILE])
+        training["checkpoints"] = sorted(checkpoints)
+        files = {**files, TRAINING_FILE: to_json(training), **checkpoints}
+    return Trained(model, metrics, files=files)
+
+
+def load_training(task: CellTask, store: SuiteStore, log: RunLog) -> Trained:
+    """A finished training read back from its run directory, for a new evaluation."""
+    run_dir = store.run_dir(task.run_id)
+    training = store.read_training(task.run_id) or {}
+    model, _ = load_model(run_dir, task.device)
+    kept = tuple(name for name in (TRAINING_FILE, "history.csv", *CHECKPOINT_FILES)
+                 if (run_dir / name).is_file())
+    log(f"evaluating the training recorded in {run_dir} ({task.planned.reason})")
+    return Trained(model, dict(training.get("metrics") or {}), log=list(training.get("log", [])),
+                   files_to_keep=kept)
+
+
+@dataclass
+class Evaluated:
+    metrics: dict[str, float] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    error: str | None = None
+    reason: str | None = None
+
+
+def evaluate_cell(task: CellTask, model: torch.nn.Module, data: ImageData, log: RunLog,
+                  previous: dict | None) -> Evaluated:
+    """Every metric of the trained model (or only `task.metric_groups`, over the `previous`
+    record's values); a failure is returned, not raised."""
+    cell = task.cell
+    try:
+        reference, feature_info = sample_reference_for(task, data)
+        log(f"feature network for sample metrics: test accuracy "
+            f"{feature_info['test_accuracy']:.3f} ({feature_info['key']})")
+        groups = task.metric_groups or None
+        metrics, arrays = evaluate(model, data, cell.eval, seed=cell.seed, samples=reference,
+                                   log=log, groups=groups)
+        metrics["feature_net_accuracy"] = feature_info["test_accuracy"]
+    except Exception as exception:
+        return Evaluated(error=traceback.format_exc(),
+                         reason=f"evaluation failed: {one_line(exception)}")
+    if groups and previous is not None:
+        metrics = {**(previous.get("metrics") or {}), **metrics}
+        old_arrays = read_arrays(SuiteStore(task.suite_root).run_dir(task.run_id))
+        arrays = {**old_arrays, **arrays}
+    return Evaluated(metrics, arrays)
 
 
 _sample_references: dict[tuple, tuple[SampleReference, dict]] = {}
@@ -298,10 +419,10 @@ _sample_references: dict[tuple, tuple[SampleReference, dict]] = {}
 def sample_reference_for(task: CellTask, data: ImageData) -> tuple[SampleReference, dict]:
     """The dataset's feature network and sample reference, made once per process: they are the
     same for every model and seed of the dataset."""
-    key = (task.cell.dataset, task.data_fingerprint, task.device, task.cell.eval.fid_samples,
+    key = (task.cell.dataset, task.planned.fingerprint, task.device, task.cell.eval.fid_samples,
            task.cell.eval.pr_neighbours, str(task.suite_root.parent))
     if key not in _sample_references:
-        feature_net, info = feature_net_for(dataset_for(task.cell), task.data_fingerprint,
+        feature_net, info = feature_net_for(dataset_for(task.cell), task.planned.fingerprint,
                                             task.suite_root.parent / "_cache", task.device)
         _sample_references[key] = (sample_reference(feature_net, data, task.cell.eval), info)
     return _sample_references[key]

@@ -24,7 +24,13 @@ from pathlib import Path
 import numpy as np
 
 FINISHED, FAILED = "finished", "failed"
-IDENTITY_COLUMNS = ["run_id", "suite", "dataset", "model", "seed", "status", "reason"]
+TRAINING_FILE = "training.json"
+CHECKPOINT_FILE = "checkpoint.safetensors"  # the selected weights
+FINAL_CHECKPOINT_FILE = "checkpoint-final.safetensors"  # the last epoch's, when not selected
+CHECKPOINT_FILES = (CHECKPOINT_FILE, FINAL_CHECKPOINT_FILE)
+IDENTITY_COLUMNS = ["run_id", "eval_id", "suite", "dataset", "model", "variant_of", "seed",
+                    "status", "reason"]
+STALE_COLUMNS = ["run_id", "eval_id", "dataset", "model", "seed", "status", "stale", "reason"]
 # Metrics in the order a reader expects them; any other metric follows, alphabetically.
 METRIC_ORDER = ["test_elbo", "test_recon", "test_kl", "test_nll", "test_nll_se", "test_bpd",
                 "test_mse", "iwae_k1", "iwae_k5", "iwae_k50", "active_units", "fid", "fid_ref",
@@ -106,14 +112,36 @@ class SuiteStore:
         return self.runs / run_id
 
     def read_metrics(self, run_id: str) -> dict | None:
-        path = self.run_dir(run_id) / "metrics.json"
-        if not path.is_file():
-            return None
-        return json.loads(path.read_text())
+        """The run's metrics.json; None when missing or unreadable."""
+        return read_json(self.run_dir(run_id) / "metrics.json")
+
+    def read_training(self, run_id: str) -> dict | None:
+        """The run's training.json; None when missing or unreadable."""
+        return read_json(self.run_dir(run_id) / TRAINING_FILE)
+
+    def read_config(self, run_id: str) -> dict | None:
+        return read_json(self.run_dir(run_id) / "config.json")
 
     def is_finished(self, run_id: str) -> bool:
+        """Trained and evaluated (with whatever evaluation settings it records)."""
         record = self.read_metrics(run_id)
         return record is not None and record.get("status") == FINISHED
+
+    def training_finished(self, run_id: str) -> bool:
+        training = self.read_training(run_id)
+        return training is not None and training.get("status") == FINISHED
+
+    def checkpoint(self, run_id: str) -> Path | None:
+        """The selected weights of a finished training, when they were kept."""
+        path = self.run_dir(run_id) / CHECKPOINT_FILE
+        return path if path.is_file() and self.training_finished(run_id) else None
+
+    def run_ids(self) -> list[str]:
+        """Every run directory's name, in order (hidden staging folders and locks excluded)."""
+        if not self.runs.is_dir():
+            return []
+        return sorted(path.name for path in self.runs.iterdir()
+                      if path.is_dir() and not path.name.startswith((".", "_")))
 
     @contextlib.contextmanager
     def claim(self, run_id: str) -> Iterator[bool]:
@@ -134,16 +162,26 @@ class SuiteStore:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def write_run(self, run_id: str, *, config: dict, record: dict, history: list[dict],
+    def write_run(self, run_id: str, *, config: dict, record: dict,
+                  files: dict[str, bytes | str], keep: tuple[str, ...] = (),
                   arrays: dict[str, np.ndarray] | None = None, error: str | None = None,
                   replace_finished: bool = False) -> Path:
-        """Write a run's files into a temporary folder and move it into place in one rename."""
+        """Write a run's files into a temporary folder and move it into place in one rename.
+
+        `files` are the training's files by name (training.json, history.csv, checkpoints);
+        `keep` names files of the run directory being replaced to carry over unchanged
+        (hard-linked, else copied): a re-evaluation keeps its training without rewriting it.
+        """
         self.runs.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=self.runs, prefix=f"{staging_prefix()}{run_id}-"))
         os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp's folder is private
         try:
             (staging / "config.json").write_text(to_json(config))
-            (staging / "history.csv").write_text(history_csv(history))
+            for name in keep:
+                link_or_copy(self.run_dir(run_id) / name, staging / name)
+            for name, content in files.items():
+                data = content.encode() if isinstance(content, str) else content
+                (staging / name).write_bytes(data)
             if arrays:
                 with open(staging / "arrays.npz", "wb") as stream:
                     np.savez_compressed(stream, **compact(arrays))
@@ -164,11 +202,11 @@ class SuiteStore:
         if target.exists():
             if self.is_finished(run_id) and not replace_finished:
                 raise FileExistsError(f"run {run_id} already finished; refusing to overwrite it")
-            # Keep what is replaced: a finished run moves to replaced/, a failed one is dropped
-            # (its cell is being retried).
-            if self.is_finished(run_id):
+            # Keep what is replaced: a finished run (or a finished training whose evaluation is
+            # redone) moves to replaced/; a failed one is dropped (its cell is being retried).
+            if self.is_finished(run_id) or self.training_finished(run_id):
                 stamp = time.strftime("%Y%m%dT%H%M%S")
-                archive = self.root / "replaced" / f"{run_id}-{stamp}"
+                archive = self.root / "replaced" / f"{run_id}-{stamp}-{os.getpid()}"
                 archive.parent.mkdir(parents=True, exist_ok=True)
                 os.rename(target, archive)
             else:
@@ -189,48 +227,63 @@ class SuiteStore:
                 removed += 1
         return removed
 
-    def records(self) -> list[tuple[dict, dict]]:
-        """(config, metrics record) of every complete run directory, in run-id order."""
-        found = []
-        if not self.runs.is_dir():
-            return found
-        for run in sorted(self.runs.iterdir()):
-            if run.name.startswith(".") or not (run / "metrics.json").is_file():
-                continue
-            config = json.loads((run / "config.json").read_text())
-            found.append((config, json.loads((run / "metrics.json").read_text())))
-        return found
+    def write_summary(self, rows: list[dict]) -> Path:
+        """Rewrite summary.csv: one row per cell of the suite's current plan that has a run.
 
-    def rebuild_summary(self) -> Path:
-        """Rewrite summary.csv from the run directories: one row per run.
-
-        Rebuilds are serialised by a lock, so that of two processes finishing together the later
-        rebuild, which sees every run written before it, is the one left on disk.
+        `rows` hold the identity columns (`IDENTITY_COLUMNS`, then any `hp_<key>` sweep values)
+        of each planned cell; its metrics are read from its metrics.json. Rebuilds are
+        serialised by a lock, so that of two processes finishing together the later one, which
+        sees every run written before it, is the one left on disk.
         """
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / ".summary.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            return self._rebuild_summary()
+            table = []
+            for row in rows:
+                record = self.read_metrics(row["run_id"]) or {}
+                table.append({**row, **(record.get("metrics") or {})})
+            return self._write_table(self.root / "summary.csv", table, IDENTITY_COLUMNS)
 
-    def _rebuild_summary(self) -> Path:
-        rows, metric_names = [], set()
-        for config, record in self.records():
-            metrics = record.get("metrics") or {}
-            metric_names.update(metrics)
-            rows.append({
-                "run_id": record["run_id"], "suite": config["suite"],
-                "dataset": config["dataset"]["name"], "model": config["model"]["name"],
-                "seed": config["seed"], "status": record["status"],
-                "reason": record.get("reason") or "", **metrics,
-            })
-        rows.sort(key=lambda row: (row["dataset"], row["model"], row["seed"], row["run_id"]))
-        buffer = io.StringIO()
-        ordered = sorted(metric_names, key=lambda name: (
+    def write_stale(self, rows: list[dict]) -> Path:
+        """Rewrite stale.csv: runs in runs/ that the current plan does not use, and why."""
+        return self._write_table(self.root / "stale.csv", rows, STALE_COLUMNS)
+
+    def _write_table(self, path: Path, rows: list[dict], first: list[str]) -> Path:
+        columns = list(first)
+        for row in rows:  # sweep values, then metrics, in the documented order
+            columns += [name for name in row if name not in columns and name.startswith("hp_")]
+        metric_names = {name for row in rows for name in row if name not in columns}
+        columns += sorted(metric_names, key=lambda name: (
             METRIC_ORDER.index(name) if name in METRIC_ORDER else len(METRIC_ORDER), name))
-        writer = csv.DictWriter(buffer, fieldnames=IDENTITY_COLUMNS + ordered,
-                                lineterminator="\n")
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-        path = self.root / "summary.csv"
         write_atomic(path, buffer.getvalue())
         return path
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON object from `path`; None when the file is missing or is not one."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def read_arrays(run_dir: Path) -> dict[str, np.ndarray]:
+    """A run's arrays.npz (floats as float32: they may be stored as float16); {} when absent."""
+    path = Path(run_dir) / "arrays.npz"
+    if not path.is_file():
+        return {}
+    with np.load(path, allow_pickle=False) as stored:
+        return {name: stored[name].astype(np.float32) if stored[name].dtype.kind == "f"
+                else stored[name] for name in stored.files}
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)

@@ -7,8 +7,6 @@ gives a value of the wrong type; the message names the key and the valid choices
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +15,7 @@ from vae_zoo.data import BINARIZE_MODES, DATASETS, dataset_options
 from vae_zoo.errors import UserError
 from vae_zoo.evaluate import EvalConfig
 from vae_zoo.harness.executors import SlurmOptions
+from vae_zoo.harness.sweeps import entry_of, expand_sweeps
 from vae_zoo.train import LR_SCHEDULES, TrainConfig
 from vae_zoo.zoo import ZOO, is_int, is_number, resolve_hyperparameters
 
@@ -56,9 +55,15 @@ def find_suite_file(name_or_path: str) -> Path:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    name: str  # as named in the suite (a variant such as "iwae-k50")
+    name: str  # as named in the suite (a variant such as "iwae-k50", a sweep's "iwae[k=50]")
     entry: str  # the zoo entry it is built from
     hyperparameters: dict
+    variant_of: str = ""  # the [model.NAME] it was swept from; "" means `name` (not swept)
+    sweep: dict = field(default_factory=dict)  # swept key -> its value here, as in hyperparameters
+
+    def __post_init__(self):
+        if not self.variant_of:
+            object.__setattr__(self, "variant_of", self.name)
 
 
 @dataclass(frozen=True)
@@ -74,26 +79,19 @@ class Cell:
     eval: EvalConfig
 
     def config(self, data_fingerprint: str) -> dict:
-        """The resolved configuration as written to config.json (without the run id)."""
+        """The resolved configuration as written to config.json (the planner adds the ids)."""
         return {
             "suite": self.suite,
             "dataset": {"name": self.dataset, "options": self.dataset_options,
                         "fingerprint": data_fingerprint},
             "model": {"name": self.model.name, "entry": self.model.entry,
+                      "variant_of": getattr(self.model, "variant_of", self.model.name),
+                      "sweep": getattr(self.model, "sweep", {}),
                       "hyperparameters": self.model.hyperparameters},
             "seed": self.seed,
             "train": dataclasses.asdict(self.train),
             "eval": dataclasses.asdict(self.eval),
         }
-
-    def run_id(self, data_fingerprint: str) -> str:
-        """`<dataset>-<model>-s<seed>-<hash>`: the hash covers everything that determines the
-        result (the suite's name excluded, so suites sharing a cell share its identity)."""
-        identity = self.config(data_fingerprint)
-        del identity["suite"]
-        canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
-        digest = hashlib.sha256(canonical.encode()).hexdigest()[:10]
-        return f"{self.dataset}-{self.model.name}-s{self.seed}-{digest}"
 
 
 @dataclass(frozen=True)
@@ -151,10 +149,16 @@ def parse_suite(table: dict, path: Path) -> Suite:
                          for name in datasets}
 
     model_tables = sub_tables(table, "model")
-    models = [parse_model(name, model_tables.get(name, {})) for name in model_names]
+    models = [variant for name in model_names
+              for variant in parse_model(name, model_tables.get(name, {}))]
     for name in model_tables:
         if name not in model_names:
             raise UserError(f"[model.{name}] configures a model that is not in 'models'")
+    names = [model.name for model in models]
+    for model in models:
+        if model.sweep and (model.name in model_names or names.count(model.name) > 1):
+            raise UserError(f"[model.{model.variant_of}] sweeps into '{model.name}', which is "
+                            "also the name of another model in 'models'; rename one of them")
 
     return Suite(
         name=str(table.get("name", path.stem)),
@@ -166,7 +170,7 @@ def parse_suite(table: dict, path: Path) -> Suite:
         seeds=list(seeds),
         train=parse_dataclass(TrainConfig, table.get("train", {}), "train"),
         eval=parse_dataclass(EvalConfig, table.get("eval", {}), "eval"),
-        references=parse_references(table.get("reference", {}), datasets, model_names),
+        references=parse_references(table.get("reference", {}), datasets, names),
         slurm=parse_dataclass(SlurmOptions, table.get("slurm", {}), "slurm"),
     )
 
@@ -211,18 +215,26 @@ def parse_dataset_options(name: str, overrides: dict) -> dict:
     return dataset_options(name, overrides)
 
 
-def parse_model(name: str, table: dict) -> ModelSpec:
-    overrides = dict(table)
-    entry = overrides.pop("entry", name)
+def parse_model(name: str, table: dict) -> list[ModelSpec]:
+    """The models of `[model.NAME]`: one, or one variant per combination of swept values."""
+    entry = entry_of(name, table)
     if entry not in ZOO:
         hint = ("" if name != entry else
                 f" (a variant needs [model.{name}] with entry = one of the zoo's models)")
         raise UserError(f"unknown model '{entry}'{hint}; valid models: {', '.join(ZOO)}")
-    try:
-        hyperparameters = resolve_hyperparameters(entry, overrides)
-    except UserError as error:
-        raise UserError(f"[model.{name}] {error}") from None
-    return ModelSpec(name, entry, hyperparameters)
+    list_valued = [key for key, default in ZOO[entry].defaults.items()
+                   if isinstance(default, list)]
+    models = []
+    for variant, overrides, swept in expand_sweeps(name, table, list_valued):
+        overrides.pop("entry", None)
+        try:
+            hyperparameters = resolve_hyperparameters(entry, overrides)
+        except UserError as error:
+            where = f" (in the variant '{variant}')" if swept else ""
+            raise UserError(f"[model.{name}] {error}{where}") from None
+        models.append(ModelSpec(variant, entry, hyperparameters, variant_of=name,
+                                sweep={key: hyperparameters[key] for key in swept}))
+    return models
 
 
 def parse_dataclass(cls, table: dict, where: str):

@@ -32,6 +32,10 @@ PANEL_INCHES = (4.0, 3.0)
 COLLAPSED_NATS = 0.01  # a latent unit whose KL is below this carries (almost) no information
 KL_FLOOR_NATS = 1e-4  # KL values are drawn no lower than this on the log axis
 COMPARED_METRICS = ("test_nll", "test_elbo", "test_kl", "fid")
+# What a sweep figure draws against the swept value, with the role each plays in the trade-off.
+SWEPT_METRICS = {"test_recon": "distortion", "test_kl": "rate", "test_elbo": ""}
+SWEEP_PREFIX = "hp_"  # runs columns `hp_<key>`: the value of a swept hyper-parameter
+MAX_VALUE_TICKS = 8  # up to this many swept values are each labelled on the x-axis
 MARKERS = ("o", "s", "D", "^", "v", "P", "X", "<", ">", "p", "h", "*")
 MAX_TRAVERSED_DIMS = 10
 PDF_METADATA = {"Creator": "vae-zoo report", "Producer": None, "CreationDate": None}
@@ -393,6 +397,91 @@ def kl_per_dimension(results: Results, figures_dir: Path, palette: dict) -> Repo
     )
 
 
+def sweep_figures(results: Results, figures_dir: Path) -> list[ReportFigure]:
+    """Test reconstruction, KL and ELBO against each numerically swept hyper-parameter.
+
+    One figure `sweep-<key>` per numeric `hp_<key>` column of the runs with at least two values:
+    a row per metric, a column per dataset, one line per swept model (`variant_of`, split by
+    the values of the other keys swept with it) through the mean over seeds, each seed a dot.
+    The x-axis is logarithmic when every value is positive and they span more than a factor
+    10. No figure (an empty list) when the runs have no such column.
+    """
+    finished = results.finished()
+    if "variant_of" not in finished:
+        return []
+    figures = []
+    for column in [c for c in finished.columns if c.startswith(SWEEP_PREFIX)]:
+        values = finished[column]
+        numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+        runs = finished[values.notna()] if numeric else finished.iloc[:0]
+        metrics = [m for m in SWEPT_METRICS if m in runs and runs[m].notna().any()]
+        if runs[column].nunique() >= 2 and metrics:
+            figures.append(_sweep_figure(results, runs, column, metrics, figures_dir))
+    return figures
+
+
+def _sweep_lines(runs: pd.DataFrame, column: str) -> pd.Series:
+    """The line each run is drawn on: its `variant_of`, plus the other swept keys that vary."""
+    others = [c for c in runs.columns
+              if c.startswith(SWEEP_PREFIX) and c != column and runs[c].nunique() > 1]
+    base = runs["variant_of"].fillna(runs["model"]).astype(str)
+
+    def label(index) -> str:
+        parts = [f"{c.removeprefix(SWEEP_PREFIX)}={_value_text(runs.at[index, c])}"
+                 for c in others if pd.notna(runs.at[index, c])]
+        return ", ".join([base[index], *parts])
+
+    return pd.Series([label(index) for index in runs.index], index=runs.index, dtype=object)
+
+
+def _value_text(value) -> str:
+    return f"{value:g}" if isinstance(value, (int, float, np.number)) else str(value)
+
+
+def _sweep_figure(
+    results: Results, runs: pd.DataFrame, column: str, metrics: list[str], figures_dir: Path
+) -> ReportFigure:
+    """The figure of one swept key, from the finished runs that have a value for it."""
+    key = column.removeprefix(SWEEP_PREFIX)
+    runs = runs.assign(line=_sweep_lines(runs, column))
+    lines = list(dict.fromkeys(runs["line"]))  # runs come in suite order
+    palette = model_palette(lines)
+    values = np.sort(runs[column].unique().astype(float))
+    logarithmic = values[0] > 0 and values[-1] / values[0] > 10
+    datasets = [d for d in results.datasets if d in set(runs["dataset"])]
+    with matplotlib.rc_context(style()):
+        figure, axes = _new_figure(len(metrics) * len(datasets), columns=len(datasets))
+        for index, ax in enumerate(axes):
+            metric, dataset = metrics[index // len(datasets)], datasets[index % len(datasets)]
+            role = SWEPT_METRICS[metric]
+            ylabel = (f"{role}: " if role else "") + describe_metric(metric).header()
+            ax.set(title=dataset, xlabel=key, ylabel=ylabel)
+            data = runs[(runs["dataset"] == dataset) & runs[metric].notna()]
+            if data.empty:
+                ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
+                ax.set(xticks=[], yticks=[])
+                continue
+            present = [line for line in lines if line in set(data["line"])]
+            common = dict(data=data, x=column, y=metric, hue="line", hue_order=present,
+                          palette=palette, legend=False, ax=ax)
+            sns.lineplot(**common, estimator="mean", errorbar=None, marker="D", markersize=5)
+            sns.scatterplot(**common, s=14, alpha=0.6, linewidth=0, zorder=3)
+            if logarithmic:
+                ax.set_xscale("log")
+            if len(values) <= MAX_VALUE_TICKS:
+                ax.set_xticks(values, [_value_text(v) for v in values])
+                ax.minorticks_off()
+        _legend(figure, lines, palette)
+        files = _save(figure, figures_dir / f"sweep-{safe_name(key)}", vector=True)
+    return ReportFigure(
+        files,
+        f"Sweep of {key}",
+        f"Test reconstruction (distortion), KL (rate) and ELBO against {key} "
+        f"({'log' if logarithmic else 'linear'} axis), one row per metric and column per "
+        "dataset: a line per swept model through the mean over seeds (diamonds), a dot per seed.",
+    )
+
+
 # --------------------------------------------------------------------------- images and latents
 
 
@@ -563,6 +652,7 @@ def draw_figures(results: Results, figures_dir: Path) -> list[ReportFigure]:
         metric_comparison(results, figures_dir, palette),
         rate_distortion(results, figures_dir, palette),
         kl_per_dimension(results, figures_dir, palette),
+        *sweep_figures(results, figures_dir),
     ]
     for dataset in results.datasets:
         figures.append(latent_embedding(results, figures_dir, dataset))

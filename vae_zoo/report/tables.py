@@ -23,6 +23,7 @@ from vae_zoo.errors import UserError
 
 FINISHED = "finished"
 RUN_COLUMNS = ["run_id", "dataset", "model", "seed", "status", "reason"]
+SWEEP_PREFIX = "hp_"  # summary.csv columns holding a swept hyper-parameter's value
 
 
 class ResultsNotFoundError(UserError, FileNotFoundError):
@@ -122,6 +123,7 @@ class Results:
     datasets: list[str]  # in suite order
     models: list[str]  # in suite order
     provenance: dict[str, dict] = field(default_factory=dict)  # run_id -> metrics.json provenance
+    stale_runs: int = 0  # runs in the results directory left out: not in the suite's plan
 
     def run_dir(self, run_id: str) -> Path:
         """Where a run's files are."""
@@ -221,28 +223,38 @@ def _read_run(run_dir: Path, fallback: dict) -> tuple[dict, dict | None, str | N
 
 
 def load_results(results_dir: Path) -> Results:
-    """Read every run directory of `results_dir` (= `results/<suite>`); failed runs are kept.
+    """Read the runs of `results_dir` (= `results/<suite>`) that its summary.csv lists — the
+    cells of the suite's current plan, failed ones included; without a summary.csv, every run
+    directory. Runs listed in stale.csv are counted, never read.
 
     Raises ResultsNotFoundError (a FileNotFoundError) when there is no run to report on.
     """
     results_dir = Path(results_dir)
     runs_dir = results_dir / "runs"
-    # Names starting with `.` or `_` are not runs (e.g. a run directory being written).
-    run_dirs = sorted(
-        p
-        for p in (runs_dir.iterdir() if runs_dir.is_dir() else [])
-        if p.is_dir() and not p.name.startswith((".", "_"))
-    )
+    summary = _read_summary(results_dir / "summary.csv")
+    if summary:
+        run_dirs = [runs_dir / run_id for run_id in summary]
+    else:
+        # Names starting with `.` or `_` are not runs (e.g. a run directory being written).
+        run_dirs = sorted(
+            p
+            for p in (runs_dir.iterdir() if runs_dir.is_dir() else [])
+            if p.is_dir() and not p.name.startswith((".", "_"))
+        )
     if not run_dirs:
         raise ResultsNotFoundError(
             f"no runs to report on in {runs_dir}: run the suite first (`vae-zoo run SUITE`) "
             "or point --results-dir at a directory holding runs/<run_id>/metrics.json"
         )
 
-    summary = _read_summary(results_dir / "summary.csv")
     rows, provenance, suites = [], {}, []
     for run_dir in run_dirs:
-        row, run_provenance, suite = _read_run(run_dir, summary.get(run_dir.name, {}))
+        fallback = summary.get(run_dir.name, {})
+        row, run_provenance, suite = _read_run(run_dir, fallback)
+        row["variant_of"] = fallback.get("variant_of") or row["model"]
+        for name, value in fallback.items():
+            if name.startswith(SWEEP_PREFIX):
+                row[name] = _number_or_text(value)
         rows.append(row)
         if run_provenance is not None:
             provenance[row["run_id"]] = run_provenance
@@ -250,8 +262,10 @@ def load_results(results_dir: Path) -> Results:
             suites.append(suite)
 
     runs = pd.DataFrame(rows)
-    metric_names = sorted((c for c in runs.columns if c not in RUN_COLUMNS), key=metric_sort_key)
-    runs = runs.reindex(columns=RUN_COLUMNS + metric_names)
+    sweep_columns = [c for c in runs.columns if c.startswith(SWEEP_PREFIX)]
+    described = RUN_COLUMNS + ["variant_of"] + sweep_columns
+    metric_names = sorted((c for c in runs.columns if c not in described), key=metric_sort_key)
+    runs = runs.reindex(columns=described + metric_names)
     runs["seed"] = pd.to_numeric(runs["seed"], errors="coerce")
     if runs["seed"].dropna().mod(1).eq(0).all():
         runs["seed"] = runs["seed"].astype("Int64")  # written as 0, 1, 2 (not 0.0), NA kept
@@ -276,7 +290,26 @@ def load_results(results_dir: Path) -> Results:
     )
     distinct_suites = _first_appearance(suites)
     suite = distinct_suites[0] if len(distinct_suites) == 1 else results_dir.name
-    return Results(suite, results_dir, runs, metric_names, datasets, models, provenance)
+    return Results(suite, results_dir, runs, metric_names, datasets, models, provenance,
+                   stale_runs=_count_rows(results_dir / "stale.csv"))
+
+
+def _number_or_text(value: str) -> float | str | None:
+    """A summary.csv cell: a number when it reads as one, else its text (None when empty)."""
+    if value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def _count_rows(path: Path) -> int:
+    """Rows of a CSV file; 0 when absent or unreadable."""
+    try:
+        return len(pd.read_csv(path, dtype=str))
+    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return 0
 
 
 def _read_summary(path: Path) -> dict[str, dict]:

@@ -1,0 +1,166 @@
+"""Planning and train-once / evaluate-many: which cells train, which only evaluate, which are
+stale, through `vae-zoo plan`, `run`, `run --dry-run` and `evaluate`."""
+
+import csv
+import json
+
+from vae_zoo.cli import main
+from vae_zoo.harness.planner import plan_suite
+from vae_zoo.harness.store import SuiteStore
+from vae_zoo.harness.suite import load_suite
+
+
+def cli(*args):
+    return main([*args, "--device", "cpu"])
+
+
+def run(suite_path, results, *extra):
+    return cli("run", str(suite_path), "--results-dir", str(results), "--wandb", "disabled",
+               *extra)
+
+
+def edit(suite_path, old, new):
+    text = suite_path.read_text()
+    assert old in text
+    suite_path.write_text(text.replace(old, new))
+
+
+def runs(results):
+    return sorted(path for path in (results / "tiny" / "runs").iterdir()
+                  if not path.name.startswith("."))  # hidden: locks, staging folders
+
+
+def rows(path):
+    with open(path) as stream:
+        return list(csv.DictReader(stream))
+
+
+def test_planning_prints_every_cell_and_writes_nothing(tiny_suite, tmp_path, capsys):
+    assert cli("plan", str(tiny_suite), "--results-dir", str(tmp_path / "r")) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[:2] for line in lines[:2]] == [["to", "train"]] * 2
+    assert lines[-1] == ("suite tiny: 2 cells on cpu; 0 finished, 2 to run (2 to train, "
+                         "0 to evaluate), 0 stale")
+    assert not (tmp_path / "r").exists()
+    assert run(tiny_suite, tmp_path / "r", "--dry-run") == 0
+    assert capsys.readouterr().out.strip().splitlines() == lines
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_speed_setting_plans_nothing_and_a_metric_setting_only_evaluates(
+        tiny_suite, tmp_path, capsys):
+    assert run(tiny_suite, tmp_path) == 0
+    before = {run.name: (run / "training.json").read_bytes() for run in runs(tmp_path)}
+    weights = {run.name: (run / "checkpoint.safetensors").stat().st_ino for run in runs(tmp_path)}
+    old_nll = {run.name: json.loads((run / "metrics.json").read_text())["metrics"]["test_nll"]
+               for run in runs(tmp_path)}
+
+    edit(tiny_suite, "[eval]\n", "[eval]\nnll_chunk = 3\nbatch_size = 7\n")
+    capsys.readouterr()
+    assert cli("plan", str(tiny_suite), "--results-dir", str(tmp_path)) == 0
+    assert "2 finished, 0 to run" in capsys.readouterr().out
+
+    edit(tiny_suite, "nll_samples = 20", "nll_samples = 30")
+    assert cli("plan", str(tiny_suite), "--results-dir", str(tmp_path)) == 0
+    output = capsys.readouterr().out
+    assert "0 finished, 2 to run (0 to train, 2 to evaluate)" in output
+    assert "evaluation settings changed: eval.nll_samples: 20 -> 30" in output
+
+    assert run(tiny_suite, tmp_path) == 0
+    output = capsys.readouterr().out
+    assert output.count("evaluating the training recorded in") == 2
+    assert "trained 2 epochs" not in output
+    assert {run.name for run in runs(tmp_path)} == set(before)  # the same trainings
+    for run_dir in runs(tmp_path):
+        assert (run_dir / "training.json").read_bytes() == before[run_dir.name]
+        assert (run_dir / "checkpoint.safetensors").stat().st_ino == weights[run_dir.name]
+        record = json.loads((run_dir / "metrics.json").read_text())
+        assert record["status"] == "finished" and record["metrics"]["test_nll"] != \
+            old_nll[run_dir.name]
+    # The replaced evaluations are kept, not overwritten.
+    assert len(list((tmp_path / "tiny" / "replaced").iterdir())) == 2
+    assert len(rows(tmp_path / "tiny" / "summary.csv")) == 2
+
+
+def test_a_missing_checkpoint_trains_exactly_that_cell_again(tiny_suite, tmp_path, capsys):
+    assert run(tiny_suite, tmp_path) == 0
+    first, second = runs(tmp_path)
+    (first / "checkpoint.safetensors").unlink()
+    capsys.readouterr()
+    # A finished evaluation needs no checkpoint: nothing to do.
+    assert cli("plan", str(tiny_suite), "--results-dir", str(tmp_path)) == 0
+    assert "2 finished, 0 to run" in capsys.readouterr().out
+    edit(tiny_suite, "nll_samples = 20", "nll_samples = 25")
+    assert cli("plan", str(tiny_suite), "--results-dir", str(tmp_path)) == 0
+    output = capsys.readouterr().out
+    assert "0 finished, 2 to run (1 to train, 1 to evaluate)" in output
+    assert f"to train     {first.name}" in output and "its checkpoint is missing" in output
+    assert run(tiny_suite, tmp_path) == 0
+    output = capsys.readouterr().out
+    assert output.count("trained 2 epochs") == 1 and output.count("evaluating the training") == 1
+
+
+def test_changed_training_settings_leave_stale_runs_out_of_summary_and_report(
+        tiny_suite, tmp_path, capsys):
+    assert run(tiny_suite, tmp_path) == 0
+    old = {run.name for run in runs(tmp_path)}
+    edit(tiny_suite, "epochs = 2", "epochs = 3")
+    assert run(tiny_suite, tmp_path) == 0
+    summary = rows(tmp_path / "tiny" / "summary.csv")
+    assert len(summary) == 2 and not {row["run_id"] for row in summary} & old
+    stale = rows(tmp_path / "tiny" / "stale.csv")
+    assert {row["run_id"] for row in stale} == old
+    assert {row["reason"] for row in stale} == {"train.epochs: 2 -> 3"}
+    assert {row["stale"] for row in stale} == {"training"}
+    capsys.readouterr()
+    assert cli("report", str(tiny_suite), "--results-dir", str(tmp_path), "--out",
+               str(tmp_path / "reports"), "--wandb", "disabled") == 0
+    page = (tmp_path / "reports" / "tiny" / "README.md").read_text()
+    assert "2 runs, 2 finished" in page and "2 stale run(s)" in page
+
+
+def test_evaluate_never_trains_and_can_recompute_one_metric_group(tiny_suite, tmp_path, capsys):
+    assert run(tiny_suite, tmp_path) == 0
+    records = {run.name: json.loads((run / "metrics.json").read_text())
+               for run in runs(tmp_path)}
+    edit(tiny_suite, "seeds = [0]", "seeds = [0, 1]")
+    capsys.readouterr()
+    assert cli("evaluate", str(tiny_suite), "--results-dir", str(tmp_path), "--wandb",
+               "disabled", "--metrics", "samples") == 0
+    output = capsys.readouterr().out
+    assert output.count("not evaluated") == 2 and "trained 2 epochs" not in output
+    assert len(runs(tmp_path)) == 2
+    for run_dir in runs(tmp_path):
+        record = json.loads((run_dir / "metrics.json").read_text())
+        assert any(line.strip().startswith("samples:") for line in record["log"])
+        assert not any(line.strip().startswith("nll:") for line in record["log"][-4:])
+        old = records[run_dir.name]["metrics"]
+        for name in ("test_nll", "test_elbo", "active_units", "fid", "precision"):
+            assert record["metrics"][name] == old[name]  # recomputed or kept: the same values
+
+
+def test_unknown_metric_groups_are_bad_input(tiny_suite, tmp_path, capsys):
+    assert cli("evaluate", str(tiny_suite), "--results-dir", str(tmp_path), "--metrics",
+               "nll,colour") == 2
+    assert "unknown metric group(s) colour" in capsys.readouterr().err
+
+
+def test_without_kept_checkpoints_a_new_evaluation_means_training_again(tiny_suite, tmp_path):
+    edit(tiny_suite, "batch_size = 50", "batch_size = 50\nkeep_checkpoints = false")
+    assert run(tiny_suite, tmp_path) == 0
+    assert not list((tmp_path / "tiny" / "runs").glob("*/checkpoint*"))
+    edit(tiny_suite, "nll_samples = 20", "nll_samples = 25")
+    store = SuiteStore(tmp_path / "tiny")
+    plan = plan_suite(load_suite(str(tiny_suite)), store, "cpu")
+    assert [cell.action for cell in plan.cells] == ["to train", "to train"]
+
+
+def test_a_swept_hyperparameter_is_a_summary_column(tiny_suite, tmp_path):
+    edit(tiny_suite, "[model.mlp-vae]\n", "[model.mlp-vae]\nbeta = [1.0, 2.0]\n")
+    assert run(tiny_suite, tmp_path) == 0
+    summary = rows(tmp_path / "tiny" / "summary.csv")
+    swept = {row["model"]: row for row in summary if row["variant_of"] == "mlp-vae"}
+    assert set(swept) == {"mlp-vae[beta=1.0]", "mlp-vae[beta=2.0]"}
+    assert [float(swept[name]["hp_beta"]) for name in sorted(swept)] == [1.0, 2.0]
+    assert {run.name.rsplit("-", 1)[0] for run in runs(tmp_path)} == {
+        "circles-mlp-vae_beta=1.0-s0", "circles-mlp-vae_beta=2.0-s0", "circles-iwae-s0"}

@@ -1,0 +1,51 @@
+"""The shipped results match the code: a fresh clone's `make bench` trains nothing and rebuilds
+the shipped report byte for byte. A change that alters any cell's identity (the data, a setting,
+the code's TRAINING_VERSION / EVALUATION_VERSION) fails here until the results are rerun and
+shipped with it."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from vae_zoo.cli import main
+from vae_zoo.data.sources import find_idx_files, idx_search_dirs
+from vae_zoo.harness.planner import DONE, plan_suite
+from vae_zoo.harness.store import SuiteStore
+from vae_zoo.harness.suite import load_suite
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = ["default"]
+
+pytestmark = pytest.mark.skipif(
+    not any(find_idx_files(folder) for folder in idx_search_dirs("fashion-mnist")),
+    reason="Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_cell_of_a_shipped_suite_is_finished_and_nothing_is_stale(name):
+    plan = plan_suite(load_suite(name), SuiteStore(REPO / "results" / name), "cpu")
+    unfinished = [f"{cell.run_id}: {cell.action} ({cell.reason})" for cell in plan.cells
+                  if cell.action != DONE]
+    assert not unfinished, (
+        "the shipped results do not match the code; rerun `make bench` and ship "
+        f"results/{name} and reports/{name}:\n" + "\n".join(unfinished))
+    assert plan.stale == [], f"stale runs shipped in results/{name}: {plan.stale}"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_the_shipped_report_is_rebuilt_byte_for_byte(name, tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(REPO / "results" / name, results / name)
+    assert main(["report", name, "--results-dir", str(results), "--out", str(tmp_path / "out"),
+                 "--device", "cpu", "--wandb", "disabled"]) == 0
+    shipped, rebuilt = REPO / "reports" / name, tmp_path / "out" / name
+    files = sorted(path.relative_to(shipped) for path in shipped.rglob("*") if path.is_file())
+    assert files == sorted(path.relative_to(rebuilt) for path in rebuilt.rglob("*")
+                           if path.is_file())
+    different = [str(path) for path in files
+                 if (shipped / path).read_bytes() != (rebuilt / path).read_bytes()]
+    assert not different, f"reports/{name} differs from a rebuild in: {different}"
+    # Re-planning leaves the shipped summary as it is.
+    assert (results / name / "summary.csv").read_bytes() == \
+        (REPO / "results" / name / "summary.csv").read_bytes()

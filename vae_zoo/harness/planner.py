@@ -1,0 +1,168 @@
+"""Planning a suite: each cell's identities and what it needs (nothing, an evaluation, a training),
+and the runs in the results directory that the plan does not use (stale runs).
+
+Planning trains nothing and writes nothing; it loads each dataset once to fingerprint it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from functools import cache
+
+from vae_zoo.data import ImageData, load_dataset
+from vae_zoo.harness import identity
+from vae_zoo.harness.store import FAILED, FINISHED, SuiteStore
+from vae_zoo.harness.suite import Cell, Suite
+
+DONE, EVALUATE, TRAIN = "finished", "to evaluate", "to train"
+
+
+@cache
+def cached_dataset(name: str, options_items: tuple) -> ImageData:
+    """Each dataset is loaded once per process, whatever the number of cells using it."""
+    return load_dataset(name, dict(options_items))
+
+
+def dataset_for(cell: Cell) -> ImageData:
+    return cached_dataset(cell.dataset, tuple(sorted(cell.dataset_options.items())))
+
+
+@dataclass(frozen=True)
+class PlannedCell:
+    """One cell of the plan: its identities and what it needs."""
+
+    cell: Cell
+    run_id: str  # names the run directory; ends with the training identity's digest
+    eval_id: str  # the evaluation identity's digest
+    fingerprint: str  # of the cell's data
+    training: dict  # the training identity
+    evaluation: dict  # the evaluation identity
+    action: str  # DONE, EVALUATE or TRAIN
+    reason: str = ""  # why it needs what it needs
+
+    def summary_row(self, status: str, reason: str | None) -> dict:
+        """The identity columns of its row in summary.csv (see `store.IDENTITY_COLUMNS`)."""
+        model = self.cell.model
+        return {"run_id": self.run_id, "eval_id": self.eval_id, "suite": self.cell.suite,
+                "dataset": self.cell.dataset, "model": model.name,
+                "variant_of": model.variant_of, "seed": self.cell.seed, "status": status,
+                "reason": reason or "", **{f"hp_{key}": _cell_value(value)
+                                           for key, value in model.sweep.items()}}
+
+    def config(self, device: str, image_shape: tuple[int, ...] | None = None) -> dict:
+        """config.json: the resolved configuration, the identities and their digests."""
+        config = {"run_id": self.run_id, "train_id": self.run_id.rsplit("-", 1)[1],
+                  "eval_id": self.eval_id, **self.cell.config(self.fingerprint),
+                  "device": device,
+                  "identity": {"training": self.training, "evaluation": self.evaluation}}
+        if image_shape is not None:
+            config["dataset"]["image_shape"] = list(image_shape)
+        return config
+
+
+@dataclass(frozen=True)
+class Plan:
+    suite: Suite
+    device: str
+    cells: list[PlannedCell]
+    stale: list[dict]  # rows of stale.csv (`store.STALE_COLUMNS`)
+
+    def count(self, action: str) -> int:
+        return sum(planned.action == action for planned in self.cells)
+
+    def headline(self) -> str:
+        to_train, to_evaluate = self.count(TRAIN), self.count(EVALUATE)
+        return (f"suite {self.suite.name}: {len(self.cells)} cells on "
+                f"{identity.device_class(self.device)}; {self.count(DONE)} finished, "
+                f"{to_train + to_evaluate} to run ({to_train} to train, {to_evaluate} to "
+                f"evaluate), {len(self.stale)} stale")
+
+    def summary_rows(self, store: SuiteStore) -> list[dict]:
+        """summary.csv's rows: the planned cells whose run records their current evaluation."""
+        rows = []
+        for planned in self.cells:
+            record = store.read_metrics(planned.run_id)
+            if record is None or record.get("eval_id") != planned.eval_id:
+                continue
+            rows.append(planned.summary_row(str(record.get("status")), record.get("reason")))
+        return rows
+
+
+def plan_suite(suite: Suite, store: SuiteStore, device: str, *, force: bool = False) -> Plan:
+    """Every cell of `suite` with its identities and action, and the stale runs of `store`."""
+    fingerprints: dict[str, str] = {}
+    cells = []
+    for cell in suite.cells():
+        if cell.dataset not in fingerprints:
+            fingerprints[cell.dataset] = dataset_for(cell).fingerprint()
+        fingerprint = fingerprints[cell.dataset]
+        training = identity.training_identity(cell, fingerprint, device)
+        evaluation = identity.evaluation_identity(cell, device)
+        run_id = identity.run_id(cell, identity.digest(training))
+        eval_id = identity.digest(evaluation)
+        planned = PlannedCell(cell, run_id, eval_id, fingerprint, training, evaluation, DONE)
+        action, reason = cell_action(store, planned, force)
+        cells.append(replace(planned, action=action, reason=reason))
+    return Plan(suite, device, cells, _stale_runs(store, cells))
+
+
+def cell_action(store: SuiteStore, planned: PlannedCell, force: bool = False) -> tuple[str, str]:
+    """What a cell needs given the results in `store`, and why."""
+    run_id, eval_id, evaluation = planned.run_id, planned.eval_id, planned.evaluation
+    if force:
+        return TRAIN, "--force"
+    if not store.run_dir(run_id).exists():
+        return TRAIN, "new cell"
+    record = store.read_metrics(run_id)
+    if record is None:
+        return TRAIN, "its run directory has no readable metrics.json"
+    current = record.get("eval_id") == eval_id
+    if current and record.get("status") == FINISHED:
+        return DONE, ""
+    training = store.read_training(run_id)
+    if training is None or training.get("status") != FINISHED:
+        return TRAIN, f"the last attempt failed ({record.get('reason')}); retrying"
+    if current:
+        why = f"its evaluation failed ({record.get('reason')}); retrying"
+    else:
+        config = store.read_config(run_id) or {}
+        recorded = (config.get("identity") or {}).get("evaluation")
+        why = "evaluation settings changed: " + "; ".join(
+            identity.differences(recorded, evaluation))
+    if store.checkpoint(run_id) is None:
+        return TRAIN, f"{why}, and its checkpoint is missing: training again"
+    return EVALUATE, why
+
+
+def _stale_runs(store: SuiteStore, cells: list[PlannedCell]) -> list[dict]:
+    """Runs the plan does not use: other trainings, and planned ones with an old evaluation."""
+    planned = {cell.run_id: cell for cell in cells}
+    by_name = {(c.cell.dataset, c.cell.model.name, c.cell.seed): c for c in cells}
+    rows = []
+    for run_id in store.run_ids():
+        config = store.read_config(run_id) or {}
+        record = store.read_metrics(run_id) or {}
+        row = {"run_id": run_id, "eval_id": record.get("eval_id", ""),
+               "dataset": (config.get("dataset") or {}).get("name", ""),
+               "model": (config.get("model") or {}).get("name", ""),
+               "seed": config.get("seed", ""), "status": record.get("status", FAILED)}
+        recorded = config.get("identity") or {}
+        if run_id in planned:
+            cell = planned[run_id]
+            if record.get("eval_id") == cell.eval_id:
+                continue
+            rows.append({**row, "stale": "evaluation", "reason": "; ".join(
+                identity.differences(recorded.get("evaluation"), cell.evaluation))})
+            continue
+        match = by_name.get((row["dataset"], row["model"], row["seed"]))
+        if match is None:
+            reason = "no cell of the suite has this dataset, model and seed"
+        else:
+            reason = "; ".join(identity.differences(recorded.get("training"), match.training))
+        rows.append({**row, "stale": "training", "reason": reason})
+    return rows
+
+
+def _cell_value(value):
+    """A sweep value as a CSV cell: lists as `100x100`, like the variant's name."""
+    return "x".join(str(v) for v in value) if isinstance(value, list) else value
