@@ -51,6 +51,44 @@ def tiny_suite(tmp_path) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny models: on a few shared cores, OpenMP threads
+    spinning against each other make them train many times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_results(tmp_path_factory) -> tuple[Path, Path]:
+    """The tiny suite run once per session, for tests that only read its results:
+    (suite file, results directory).
+
+    The results directory is `<base>/a/results`: a report names its results directory by its
+    last two parts, so a copy in `<tmp>/b/results` gives the same report bytes."""
+    import torch
+
+    from vae_zoo.cli import main
+
+    base = tmp_path_factory.mktemp("tiny-results")
+    suite = base / "tiny.toml"
+    suite.write_text(TINY_SUITE)
+    results = base / "a" / "results"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        status = main(["run", str(suite), "--results-dir", str(results), "--device", "cpu",
+                       "--wandb", "disabled"])
+    finally:
+        torch.set_num_threads(threads)
+    assert status == 0
+    return suite, results
+
+
 @pytest.fixture(scope="session")
 def smoke_results(tmp_path_factory) -> tuple[int, Path]:
     """The shipped `smoke` suite run once through the CLI, W&B offline: (exit status, folder)."""

@@ -7,37 +7,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import TINY_SUITE
 
 from vae_zoo.cli import main
 
 SUITE = "tiny"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a few shared cores, OpenMP threads spinning against each other
-    make these tiny models train many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_results(tmp_path_factory) -> tuple[Path, Path]:
-    """The tiny suite (see conftest's `tiny_suite`) run once: (suite file, results directory).
-
-    The results directory is `<base>/a/results`: a report names its results directory by its
-    last two parts, so an imported copy in `<tmp>/b/results` gives the same report bytes."""
-    base = tmp_path_factory.mktemp("exchange")
-    suite = base / "tiny.toml"
-    suite.write_text(TINY_SUITE)
-    results = base / "a" / "results"
-    assert cli("run", suite, "--results-dir", results, "--device", "cpu",
-               "--wandb", "disabled") == 0
-    return suite, results
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cli(*args) -> int:

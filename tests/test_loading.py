@@ -10,36 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_SUITE
 
 import vae_zoo
-from vae_zoo.cli import main
 from vae_zoo.errors import UserError
 from vae_zoo.harness.suite import load_suite
 from vae_zoo.metrics.likelihood import elbo_terms
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a few shared cores, OpenMP threads spinning against each other
-    make these tiny models train many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_results(tmp_path_factory) -> tuple[Path, Path]:
-    """The tiny suite (see conftest's `tiny_suite`) run once: (suite file, results directory)."""
-    base = tmp_path_factory.mktemp("loading")
-    suite = base / "tiny.toml"
-    suite.write_text(TINY_SUITE)
-    results = base / "results"
-    status = main(["run", str(suite), "--results-dir", str(results), "--device", "cpu",
-                   "--wandb", "disabled"])
-    assert status == 0
-    return suite, results
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run_dirs(results: Path) -> list[Path]:

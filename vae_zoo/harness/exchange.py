@@ -34,7 +34,6 @@ from vae_zoo.harness.store import (
     SuiteStore,
     current_umask,
     read_json,
-    staging_prefix,
     to_json,
 )
 from vae_zoo.harness.suite import Suite
@@ -380,23 +379,15 @@ def write_run_files(store: SuiteStore, run_id: str, source: Path, files: dict[st
     """Copy a verified run into `runs/<run_id>` as the store writes a run: into a staging folder
     in `runs/` (named so that `remove_abandoned_staging` clears it if this process dies), then
     one rename, holding the run's lock so no `vae-zoo run` writes it meanwhile."""
-    store.runs.mkdir(parents=True, exist_ok=True)
     with store.claim(run_id) as claimed:
         if not claimed:
             raise UserError(f"run {run_id} is being written by another process; import again "
                             f"when it is done")
-        staging = Path(tempfile.mkdtemp(dir=store.runs, prefix=f"{staging_prefix()}{run_id}-"))
-        try:
-            os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp's folder is private
+        if store.run_dir(run_id).exists():
+            raise UserError(f"{store.run_dir(run_id)} appeared while importing; not "
+                            f"overwriting it")
+        with store.staged_run(run_id) as staging:
             for name, entry in files.items():
                 if copy_hashed(source / name, staging / name, fsync=True) != entry:
                     raise UserError(f"{source / name} changed while being imported; run "
                                     f"{run_id} not written")
-            try:
-                os.rename(staging, store.run_dir(run_id))
-            except OSError:
-                raise UserError(f"{store.run_dir(run_id)} appeared while importing; not "
-                                f"overwriting it") from None
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise

@@ -172,10 +172,7 @@ class SuiteStore:
         `keep` names files of the run directory being replaced to carry over unchanged
         (hard-linked, else copied): a re-evaluation keeps its training without rewriting it.
         """
-        self.runs.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=self.runs, prefix=f"{staging_prefix()}{run_id}-"))
-        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp's folder is private
-        try:
+        with self.staged_run(run_id, replace_finished=replace_finished) as staging:
             (staging / "config.json").write_text(to_json(config))
             for name in keep:
                 link_or_copy(self.run_dir(run_id) / name, staging / name)
@@ -188,6 +185,22 @@ class SuiteStore:
             if error:
                 (staging / "error.txt").write_text(error)
             (staging / "metrics.json").write_text(to_json(record))
+        return self.run_dir(run_id)
+
+    @contextlib.contextmanager
+    def staged_run(self, run_id: str, *, replace_finished: bool = False) -> Iterator[Path]:
+        """A private staging folder for a run's files: when the block ends, its files are
+        synced and it becomes `runs/<run_id>` in one rename; on an error it is removed.
+
+        Named `.staging@<host>@<pid>@...` so that `remove_abandoned_staging` clears it if this
+        process dies. A finished run is replaced only with `replace_finished` (see
+        `_move_into_place`); otherwise FileExistsError.
+        """
+        self.runs.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=self.runs, prefix=f"{staging_prefix()}{run_id}-"))
+        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp's folder is private
+        try:
+            yield staging
             for path in staging.iterdir():
                 with open(path, "rb") as stream:
                     os.fsync(stream.fileno())
@@ -195,7 +208,6 @@ class SuiteStore:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        return self.run_dir(run_id)
 
     def _move_into_place(self, staging: Path, run_id: str, replace_finished: bool) -> None:
         target = self.run_dir(run_id)
@@ -272,14 +284,16 @@ def read_json(path: Path) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def read_arrays(run_dir: Path) -> dict[str, np.ndarray]:
-    """A run's arrays.npz (floats as float32: they may be stored as float16); {} when absent."""
+def read_arrays(run_dir: Path, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """A run's arrays.npz, or those of `keys` it has; {} when absent. Floats come back as
+    float32: they may be stored as float16 (see `compact`), so compute in float32."""
     path = Path(run_dir) / "arrays.npz"
     if not path.is_file():
         return {}
     with np.load(path, allow_pickle=False) as stored:
+        names = stored.files if keys is None else [key for key in keys if key in stored.files]
         return {name: stored[name].astype(np.float32) if stored[name].dtype.kind == "f"
-                else stored[name] for name in stored.files}
+                else stored[name] for name in names}
 
 
 def link_or_copy(source: Path, target: Path) -> None:

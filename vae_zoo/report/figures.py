@@ -25,6 +25,7 @@ from matplotlib.lines import Line2D
 from scipy import stats
 from sklearn.decomposition import PCA
 
+from vae_zoo.harness.store import read_arrays
 from vae_zoo.report.tables import Results, describe_metric, safe_name, seed_text, write_bytes
 
 DPI = 130
@@ -128,13 +129,7 @@ def _legend(figure: Figure, models: list[str], palette: dict, markers: dict | No
 
 def _load_arrays(results: Results, run_id: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     """The requested arrays of a run's arrays.npz that exist (none when the file is missing)."""
-    path = results.run_dir(run_id) / "arrays.npz"
-    if not path.is_file():
-        return {}
-    with np.load(path, allow_pickle=False) as arrays:
-        # Float arrays may be stored as float16 (the store keeps results small): compute in float32.
-        return {key: arrays[key].astype(np.float32) if arrays[key].dtype.kind == "f"
-                else arrays[key] for key in keys if key in arrays.files}
+    return read_arrays(results.run_dir(run_id), keys)
 
 
 def _first_finished(results: Results, dataset: str, model: str) -> pd.Series | None:
