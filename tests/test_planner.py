@@ -164,3 +164,22 @@ def test_a_swept_hyperparameter_is_a_summary_column(tiny_suite, tmp_path):
     assert [float(swept[name]["hp_beta"]) for name in sorted(swept)] == [1.0, 2.0]
     assert {run.name.rsplit("-", 1)[0] for run in runs(tmp_path)} == {
         "circles-mlp-vae_beta=1.0-s0", "circles-mlp-vae_beta=2.0-s0", "circles-iwae-s0"}
+
+
+def test_an_unreadable_checkpoint_is_trained_again_by_run_and_left_alone_by_evaluate(
+        tiny_suite, tmp_path, capsys):
+    assert run(tiny_suite, tmp_path) == 0
+    first = runs(tmp_path)[0]
+    checkpoint = first / "checkpoint.safetensors"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])  # truncated
+    edit(tiny_suite, "nll_samples = 20", "nll_samples = 25")
+    capsys.readouterr()
+    assert cli("evaluate", str(tiny_suite), "--results-dir", str(tmp_path), "--wandb",
+               "disabled") == 1
+    output = capsys.readouterr().out
+    assert f"FAILED {first.name}: its checkpoint cannot be read" in output
+    assert checkpoint.stat().st_size == 100  # evaluate never trains nor rewrites it
+    assert run(tiny_suite, tmp_path) == 0
+    output = capsys.readouterr().out
+    assert "its checkpoint cannot be read" in output and output.count("trained 2 epochs") == 1
+    assert checkpoint.stat().st_size > 100

@@ -84,6 +84,7 @@ class CellTask:
     force: bool = False
     # With `vae-zoo evaluate --metrics`: recompute only these groups of a current evaluation.
     metric_groups: tuple[str, ...] = ()
+    may_train: bool = True  # False for `vae-zoo evaluate`: a cell it cannot evaluate fails
 
     @property
     def cell(self) -> Cell:
@@ -106,17 +107,23 @@ def run_suite(suite: Suite, options: RunOptions, *, evaluate_only: bool = False,
     store.remove_abandoned_staging()
     plan = plan_suite(suite, store, options.device, force=options.force)
     print(plan.headline() + f"; results in {store.root}")
+    # Recomputing metric groups of a finished cell needs its weights.
+    recomputable = {planned.run_id for planned in plan.cells if planned.action == DONE
+                    and metric_groups and store.checkpoint(planned.run_id) is not None}
     selected = [planned for planned in plan.cells
                 if planned.action == EVALUATE
                 or (planned.action == TRAIN and not evaluate_only)
-                or (planned.action == DONE and metric_groups)]
+                or planned.run_id in recomputable]
     if evaluate_only:
-        untrained = [planned for planned in plan.cells if planned.action == TRAIN]
-        for planned in untrained:
-            print(f"  not evaluated {planned.run_id}: {planned.reason} "
-                  f"(`vae-zoo run {suite.name}` trains it)")
+        for planned in plan.cells:
+            if planned.action == TRAIN:
+                print(f"  not evaluated {planned.run_id}: {planned.reason} "
+                      f"(`vae-zoo run {suite.name}` trains it)")
+            elif planned.action == DONE and metric_groups and planned.run_id not in recomputable:
+                print(f"  not re-evaluated {planned.run_id}: its checkpoint was not kept")
     tasks = [CellTask(planned, store.root, options.device, suite.project, options.wandb_mode,
-                      options.force, metric_groups if planned.action == DONE else ())
+                      options.force, metric_groups if planned.action == DONE else (),
+                      may_train=not evaluate_only)
              for planned in selected]
     where = (f"{options.executor} x{options.jobs}" if options.executor == "local"
              else options.executor)
@@ -221,8 +228,9 @@ def finish_suite(suite: Suite, store: SuiteStore, outcomes: list[dict],
     for outcome in busy:
         print(f"  skipped {outcome['run_id']}: another process is running it")
     for outcome in failed:
-        print(f"  FAILED {outcome['run_id']}: {outcome['reason']} "
-              f"(traceback in {store.run_dir(outcome['run_id']) / 'error.txt'})")
+        traceback_file = store.run_dir(outcome["run_id"]) / "error.txt"
+        where = f" (traceback in {traceback_file})" if traceback_file.is_file() else ""
+        print(f"  FAILED {outcome['run_id']}: {outcome['reason']}{where}")
     if failed:
         print("failed cells are retried the next time the suite runs.")
     return 1 if failed else 0
@@ -258,12 +266,20 @@ def _run_claimed_cell(task: CellTask, store: SuiteStore, action: str,
         torch.cuda.reset_peak_memory_stats(task.device)
     device_data = data.to(task.device)
 
+    keep: tuple[str, ...] = ()
+    if action != TRAIN:
+        try:
+            trained = load_training(task, store, log)
+            keep = trained.files_to_keep
+        except Exception as exception:  # e.g. a truncated checkpoint file
+            reason = f"its checkpoint cannot be read: {one_line(exception)}"
+            if not task.may_train:  # the run stays as it is
+                tracked.finish(FAILED, {}, {}, reason=reason)
+                return {"run_id": run_id, "status": FAILED, "reason": reason}
+            log(f"{reason}; training again")
+            action = TRAIN
     if action == TRAIN:
         trained = train_cell(task, device_data, log, tracked, progress_position)
-        keep: tuple[str, ...] = ()
-    else:
-        trained = load_training(task, store, log)
-        keep = trained.files_to_keep
     metrics, arrays, error, reason = dict(trained.metrics), {}, trained.error, trained.reason
     if trained.model is not None:
         previous = store.read_metrics(run_id) if task.metric_groups else None
