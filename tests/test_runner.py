@@ -3,6 +3,7 @@
 import csv
 import json
 
+from vae_zoo.cli import main
 from vae_zoo.harness.runner import RunOptions, run_suite
 from vae_zoo.harness.suite import load_suite
 
@@ -169,4 +170,9 @@ def test_a_failed_cell_is_retried_on_the_next_invocation(tiny_suite, tmp_path, c
     assert run(tiny_suite, tmp_path) == 1
     capsys.readouterr()
     assert run(tiny_suite, tmp_path) == 1  # still diverges, but it was tried again
-    assert "1 finished, 1 to run (1 to train, 0 to evaluate)" in capsys.readouterr().out
+    assert "1 finished, 1 to run (1 to train, 0 to evaluate; 1 of them failed last time)" \
+        in capsys.readouterr().out
+    assert main(["plan", str(tiny_suite), "--results-dir", str(tmp_path), "--device", "cpu"]) \
+        == 0
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if "circles-iwae" in line]
+    assert line.startswith("failed ") and "the last attempt failed (DivergenceError" in line

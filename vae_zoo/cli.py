@@ -216,7 +216,7 @@ def print_plan(suite, results_dir: Path, device: str, *, force: bool = False) ->
     plan = plan_suite(suite, store, device, force=force)
     for planned in plan.cells:
         reason = f"  ({planned.reason})" if planned.reason else ""
-        print(f"{planned.action:<12} {planned.run_id}  eval {planned.eval_id}{reason}")
+        print(f"{planned.status:<12} {planned.run_id}  eval {planned.eval_id}{reason}")
     for row in plan.stale:
         print(f"{'stale':<12} {row['run_id']}  eval {row['eval_id'] or '-'}  "
               f"({row['stale']}: {row['reason']})")

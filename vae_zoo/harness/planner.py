@@ -39,6 +39,12 @@ class PlannedCell:
     evaluation: dict  # the evaluation identity
     action: str  # DONE, EVALUATE or TRAIN
     reason: str = ""  # why it needs what it needs
+    failed: bool = False  # its last attempt (with these identities) failed: it is retried
+
+    @property
+    def status(self) -> str:
+        """As `vae-zoo plan` shows it: finished, to evaluate, to train, or failed (retried)."""
+        return "failed" if self.failed else self.action
 
     def summary_row(self, status: str, reason: str | None) -> dict:
         """The identity columns of its row in summary.csv (see `store.IDENTITY_COLUMNS`)."""
@@ -72,10 +78,12 @@ class Plan:
 
     def headline(self) -> str:
         to_train, to_evaluate = self.count(TRAIN), self.count(EVALUATE)
+        failed = sum(planned.failed for planned in self.cells)
+        retried = f"; {failed} of them failed last time" if failed else ""
         return (f"suite {self.suite.name}: {len(self.cells)} cells on "
                 f"{identity.device_class(self.device)}; {self.count(DONE)} finished, "
                 f"{to_train + to_evaluate} to run ({to_train} to train, {to_evaluate} to "
-                f"evaluate), {len(self.stale)} stale")
+                f"evaluate{retried}), {len(self.stale)} stale")
 
     def summary_rows(self, store: SuiteStore) -> list[dict]:
         """summary.csv's rows: the planned cells whose run records their current evaluation."""
@@ -102,7 +110,10 @@ def plan_suite(suite: Suite, store: SuiteStore, device: str, *, force: bool = Fa
         eval_id = identity.digest(evaluation)
         planned = PlannedCell(cell, run_id, eval_id, fingerprint, training, evaluation, DONE)
         action, reason = cell_action(store, planned, force)
-        cells.append(replace(planned, action=action, reason=reason))
+        record = store.read_metrics(run_id) or {}
+        failed = (not force and record.get("eval_id") == eval_id
+                  and record.get("status") == FAILED)
+        cells.append(replace(planned, action=action, reason=reason, failed=failed))
     return Plan(suite, device, cells, _stale_runs(store, cells))
 
 
