@@ -83,7 +83,12 @@ class Plan:
         return (f"suite {self.suite.name}: {len(self.cells)} cells on "
                 f"{identity.device_class(self.device)}; {self.count(DONE)} finished, "
                 f"{to_train + to_evaluate} to run ({to_train} to train, {to_evaluate} to "
-                f"evaluate{retried}), {len(self.stale)} stale")
+                f"evaluate{retried}), {len(self.stale)} stale{self._stale_detail()}")
+
+    def _stale_detail(self) -> str:
+        evaluations = sum(row["stale"] == "evaluation" for row in self.stale)
+        return f" ({evaluations} of them earlier evaluations of planned cells)" \
+            if evaluations else ""
 
     def summary_rows(self, store: SuiteStore) -> list[dict]:
         """summary.csv's rows: the planned cells whose run records their current evaluation."""
