@@ -245,3 +245,14 @@ def test_no_sweep_figure_without_a_numeric_sweep_column(tmp_path):
         results.runs = columns
         assert sweep_figures(results, tmp_path / "figures") == []
     assert not (tmp_path / "figures").exists()
+
+
+def test_figures_of_variants_whose_names_hold_a_dot_keep_their_own_files(tmp_path):
+    from matplotlib.figure import Figure
+
+    from vae_zoo.report.figures import _save
+
+    written = [path.name for stem in ("samples-mlp-vae-beta-0.5", "samples-mlp-vae-beta-0.25")
+               for path in _save(Figure(), tmp_path / stem, vector=True)]
+    assert written == ["samples-mlp-vae-beta-0.5.png", "samples-mlp-vae-beta-0.5.pdf",
+                       "samples-mlp-vae-beta-0.25.png", "samples-mlp-vae-beta-0.25.pdf"]

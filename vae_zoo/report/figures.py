@@ -97,7 +97,9 @@ def _save(figure: Figure, stem: Path, *, vector: bool) -> list[Path]:
     for extension, metadata in outputs:
         buffer = io.BytesIO()
         figure.savefig(buffer, format=extension, dpi=DPI, metadata=metadata)
-        written.append(write_bytes(stem.with_suffix(f".{extension}"), buffer.getvalue()))
+        # Not with_suffix: a stem may hold a dot (`mlp-vae-beta-0.5`) that is not a suffix.
+        path = stem.with_name(f"{stem.name}.{extension}")
+        written.append(write_bytes(path, buffer.getvalue()))
     return written
 
 
