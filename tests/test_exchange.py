@@ -171,3 +171,32 @@ def test_exporting_a_suite_with_no_finished_cell_is_refused(tiny_results, tmp_pa
                "--device", "cpu") == 2
     assert "no finished cell" in capsys.readouterr().err
     assert not (tmp_path / "export").exists()
+
+
+def test_exporting_into_a_file_is_bad_input(tiny_results, tmp_path, capsys):
+    suite, results = tiny_results
+    (tmp_path / "a-file").write_text("not a folder")
+    assert cli("export", suite, "--out", tmp_path / "a-file", "--results-dir", results,
+               "--device", "cpu") == 2
+    assert "cannot export into" in capsys.readouterr().err
+
+
+def test_a_run_whose_identities_do_not_hash_to_its_ids_is_refused(tiny_results, tmp_path,
+                                                                   capsys):
+    suite, results = tiny_results
+    exported = export(suite, results, tmp_path / "export")
+    run_dir = sorted((exported / "runs").iterdir())[0]
+    config = json.loads((run_dir / "config.json").read_text())
+    config["identity"]["training"]["seed"] += 1  # claims another training than it names
+    data = (json.dumps(config, indent=2) + "\n").encode()
+    (run_dir / "config.json").write_bytes(data)
+    manifest = json.loads((exported / "manifest.json").read_text())
+    for run in manifest["runs"]:  # a consistent manifest, so only the identity check can tell
+        if run["run_id"] == run_dir.name:
+            run["files"]["config.json"] = {"sha256": hashlib.sha256(data).hexdigest(),
+                                           "size": len(data)}
+    (exported / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    capsys.readouterr()
+    assert cli("import", exported, "--results-dir", tmp_path / "imported") == 2
+    assert "do not hash to its ids" in capsys.readouterr().err
+    assert not (tmp_path / "imported").exists()

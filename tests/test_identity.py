@@ -49,13 +49,14 @@ def test_the_gpu_index_is_not_part_of_the_identity(cell):
 
 
 @pytest.mark.parametrize("values", [{"epochs": 4}, {"learning_rate": 0.01}, {"batch_size": 50},
-                                    {"adam_eps": 1e-6}, {"lr_schedule": "iwae-paper"}])
+                                    {"adam_eps": 1e-6}, {"lr_schedule": "iwae-paper"},
+                                    {"eval_batch_size": 7}])
 def test_training_settings_that_change_the_weights_change_the_run_id(cell, values):
     assert ids(changed(cell, "train", **values))[0] != ids(cell)[0]
 
 
-@pytest.mark.parametrize("values", [{"eval_batch_size": 7}, {"keep_checkpoints": False}])
-def test_speed_and_storage_settings_of_training_change_no_identity(cell, values):
+@pytest.mark.parametrize("values", [{"keep_checkpoints": False}])
+def test_storage_settings_of_training_change_no_identity(cell, values):
     assert ids(changed(cell, "train", **values)) == ids(cell)
 
 
@@ -89,3 +90,16 @@ def test_differences_name_each_changed_setting(cell):
         "dataset.fingerprint: data -> other", f"train.epochs: {cell.train.epochs} -> 9"]
     assert identity.differences(before, before) == []
     assert "no identity recorded" in identity.differences(None, after)[0]
+
+
+def test_evaluation_settings_are_hashed_as_they_take_effect(cell):
+    def eval_id(**values):
+        changed_cell = changed(cell, "eval", **values)
+        return identity.digest(identity.evaluation_identity(changed_cell, "cpu", test_size=500,
+                                                            val_size=300))
+
+    # All the test images, however the suite says it; FID samples capped by the split sizes.
+    assert eval_id(nll_images=0) == eval_id(nll_images=500) == eval_id(nll_images=9000)
+    assert eval_id(nll_images=499) != eval_id(nll_images=0)
+    assert eval_id(fid_samples=300) == eval_id(fid_samples=10000)
+    assert eval_id(fid_samples=299) != eval_id(fid_samples=300)

@@ -134,9 +134,12 @@ def test_evaluate_never_trains_and_can_recompute_one_metric_group(tiny_suite, tm
         record = json.loads((run_dir / "metrics.json").read_text())
         assert any(line.strip().startswith("samples:") for line in record["log"])
         assert not any(line.strip().startswith("nll:") for line in record["log"][-4:])
-        old = records[run_dir.name]["metrics"]
+        old = records[run_dir.name]
         for name in ("test_nll", "test_elbo", "active_units", "fid", "precision"):
-            assert record["metrics"][name] == old[name]  # recomputed or kept: the same values
+            assert record["metrics"][name] == old["metrics"][name]  # recomputed or kept
+        assert record["recomputed"][0]["groups"] == ["samples"]
+        assert record["log"][:len(old["log"])] == old["log"]  # the old log, then the new lines
+        assert record["metrics"]["eval_seconds"] > old["metrics"]["eval_seconds"]
 
 
 def test_unknown_metric_groups_are_bad_input(tiny_suite, tmp_path, capsys):
@@ -183,3 +186,61 @@ def test_an_unreadable_checkpoint_is_trained_again_by_run_and_left_alone_by_eval
     output = capsys.readouterr().out
     assert "its checkpoint cannot be read" in output and output.count("trained 2 epochs") == 1
     assert checkpoint.stat().st_size > 100
+
+
+def test_a_failed_recomputation_leaves_the_finished_evaluation_as_it_was(
+        tiny_suite, tmp_path, monkeypatch, capsys):
+    assert run(tiny_suite, tmp_path) == 0
+    before = {run.name: (run / "metrics.json").read_bytes() for run in runs(tmp_path)}
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr("vae_zoo.harness.runner.evaluate", out_of_memory)
+    assert cli("evaluate", str(tiny_suite), "--results-dir", str(tmp_path), "--wandb",
+               "disabled", "--metrics", "nll") == 1
+    assert "evaluation failed: RuntimeError: out of memory" in capsys.readouterr().out
+    assert {run.name: (run / "metrics.json").read_bytes() for run in runs(tmp_path)} == before
+    assert not (tmp_path / "tiny" / "replaced").exists()
+
+
+def test_a_reevaluation_records_the_training_settings_the_weights_were_made_with(
+        tiny_suite, tmp_path):
+    assert run(tiny_suite, tmp_path) == 0
+    edit(tiny_suite, "nll_samples = 20", "nll_samples = 25")
+    edit(tiny_suite, "batch_size = 50", "batch_size = 50\nkeep_checkpoints = false")
+    assert run(tiny_suite, tmp_path) == 0  # evaluated again: keep_checkpoints is not identity
+    for run_dir in runs(tmp_path):
+        config = json.loads((run_dir / "config.json").read_text())
+        assert config["train"]["keep_checkpoints"] is True and config["eval"]["nll_samples"] == 25
+        assert (run_dir / "checkpoint.safetensors").is_file()
+
+
+def test_reading_results_plans_on_the_device_class_they_were_made_on(
+        tiny_suite, tmp_path, monkeypatch, capsys):
+    assert run(tiny_suite, tmp_path) == 0
+    summary = (tmp_path / "tiny" / "summary.csv").read_bytes()
+    # As on a GPU machine: commands that only read results keep to the recorded class.
+    monkeypatch.setattr("vae_zoo.harness.runner.default_device", lambda: "cuda")
+    capsys.readouterr()
+    assert main(["plan", str(tiny_suite), "--results-dir", str(tmp_path)]) == 0
+    assert "2 cells on cpu; 2 finished, 0 to run" in capsys.readouterr().out
+    assert main(["summary", str(tiny_suite), "--results-dir", str(tmp_path), "--wandb",
+                 "disabled"]) == 0
+    assert (tmp_path / "tiny" / "summary.csv").read_bytes() == summary
+    # Asked for explicitly, cuda plans other cells: the cpu runs are then stale.
+    assert main(["plan", str(tiny_suite), "--results-dir", str(tmp_path), "--device",
+                 "cuda"]) == 0
+    assert "2 cells on cuda; 0 finished, 2 to run (2 to train, 0 to evaluate), 2 stale" in \
+        capsys.readouterr().out
+
+
+def test_a_report_with_only_stale_runs_says_so_instead_of_drawing_them(
+        tiny_suite, tmp_path, capsys):
+    assert run(tiny_suite, tmp_path) == 0
+    edit(tiny_suite, "epochs = 2", "epochs = 3")
+    capsys.readouterr()
+    assert main(["report", str(tiny_suite), "--results-dir", str(tmp_path), "--out",
+                 str(tmp_path / "reports"), "--device", "cpu", "--wandb", "disabled"]) == 2
+    assert "no run of the suite's current plan" in capsys.readouterr().err
+    assert not (tmp_path / "reports" / "tiny" / "README.md").exists()

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import socket
 
 import numpy as np
 import pytest
@@ -10,8 +11,8 @@ from vae_zoo.harness.store import SuiteStore, read_arrays, write_atomic
 
 
 def record(run_id, status="finished", **metrics):
-    return {"run_id": run_id, "status": status, "reason": None if status == "finished" else "x",
-            "metrics": metrics, "provenance": {}}
+    return {"run_id": run_id, "eval_id": "e", "status": status,
+            "reason": None if status == "finished" else "x", "metrics": metrics, "provenance": {}}
 
 
 def config(run_id, model="mlp-vae", seed=0):
@@ -69,7 +70,7 @@ def test_a_failed_run_is_replaced_by_its_retry(tmp_path):
     assert store.is_finished("r1") and not (store.run_dir("r1") / "error.txt").exists()
 
 
-def test_summary_holds_the_given_cells_with_metrics_from_their_run_files(tmp_path):
+def test_summary_holds_the_planned_cells_that_record_their_evaluation(tmp_path):
     store = SuiteStore(tmp_path)
     store.write_run("b", config=config("b", seed=1), record=record("b", test_nll=2.0,
                                                                    test_elbo=-3.0),
@@ -77,19 +78,44 @@ def test_summary_holds_the_given_cells_with_metrics_from_their_run_files(tmp_pat
     store.write_run("a", config=config("a"), record=record("a", "failed"), files=training())
     store.write_run("old", config=config("old"), record=record("old", test_nll=9.0),
                     files=training())
+    store.write_run("other-eval", config=config("other-eval"),
+                    record={**record("other-eval", test_nll=5.0), "eval_id": "f"},
+                    files=training())
     (store.runs / ".staging-c-123").mkdir()  # an interrupted write is not a run
     cells = [{"run_id": run_id, "eval_id": "e", "suite": "s", "dataset": "circles",
-              "model": "mlp-vae", "variant_of": "mlp-vae", "seed": seed, "status": status,
-              "reason": "", "hp_beta": 2.0}
-             for run_id, seed, status in (("a", 0, "failed"), ("b", 1, "finished"))]
+              "model": "mlp-vae", "variant_of": "mlp-vae", "seed": seed, "device": "cpu",
+              "hp_beta": 2.0}
+             for run_id, seed in (("a", 0), ("b", 1), ("other-eval", 2), ("not-run", 3))]
     with open(store.write_summary(cells)) as stream:
         rows = list(csv.DictReader(stream))
-    assert [row["run_id"] for row in rows] == ["a", "b"]  # "old" is not a cell of the plan
-    assert rows[0]["status"] == "failed" and rows[0]["test_nll"] == ""
-    assert float(rows[1]["test_nll"]) == 2.0
-    assert list(rows[0])[:12] == ["run_id", "eval_id", "suite", "dataset", "model",
-                                  "variant_of", "seed", "status", "reason", "hp_beta",
+    # "old" is not a cell of the plan, "other-eval" records another evaluation, "not-run" none.
+    assert [row["run_id"] for row in rows] == ["a", "b"]
+    assert rows[0]["status"] == "failed" and rows[0]["reason"] == "x"
+    assert rows[0]["test_nll"] == "" and float(rows[1]["test_nll"]) == 2.0
+    assert list(rows[0])[:13] == ["run_id", "eval_id", "suite", "dataset", "model",
+                                  "variant_of", "seed", "device", "status", "reason", "hp_beta",
                                   "test_elbo", "test_nll"]
+    assert store.summary_device_class() == "cpu"
+
+
+def test_a_complete_staged_run_of_a_killed_process_is_put_in_place(tmp_path):
+    import subprocess
+    import sys
+
+    store = SuiteStore(tmp_path)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    prefix = f".staging@{socket.gethostname()}@{dead}@"
+    complete = store.runs / f"{prefix}r1-abcd1234"
+    complete.mkdir(parents=True)
+    (complete / "metrics.json").write_text(json.dumps(record("r1")))
+    (complete / ".staged").touch()  # killed between moving the old run aside and this one in
+    partial = store.runs / f"{prefix}r2-abcd1234"
+    partial.mkdir()
+    (partial / "metrics.json").write_text("{")
+    assert store.remove_abandoned_staging() == 2
+    assert store.is_finished("r1") and not (store.run_dir("r1") / ".staged").exists()
+    assert not store.run_dir("r2").exists() and not partial.exists()
 
 
 def test_a_reevaluation_keeps_the_training_files_and_archives_the_old_evaluation(tmp_path):

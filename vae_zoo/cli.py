@@ -136,16 +136,22 @@ def add_execution_arguments(run: argparse.ArgumentParser) -> None:
                             "summary later")
 
 
-def chosen_device(args: argparse.Namespace, *, runs_here: bool = True) -> str:
-    """--device, checked; by default cuda when available, else cpu. Commands that only plan
-    (`runs_here=False`: plan, summary, report, export) accept cuda without a GPU, to read
-    results made on one."""
+def chosen_device(args: argparse.Namespace, *, reads: Path | None = None) -> str:
+    """--device, checked; by default cuda when available, else cpu.
+
+    Commands that only read a suite's results (`reads` = its folder: plan, summary, report,
+    export) accept cuda without a GPU, and by default plan on the device class its summary.csv
+    records, so that CPU results read on a GPU machine (or GPU results on a CPU one) are not
+    taken for stale.
+    """
     import torch
 
     from vae_zoo.harness.runner import default_device
+    from vae_zoo.harness.store import SuiteStore
 
-    device = args.device or default_device()
-    if runs_here and device.startswith("cuda") and not torch.cuda.is_available():
+    recorded = SuiteStore(reads).summary_device_class() if reads is not None else None
+    device = args.device or recorded or default_device()
+    if reads is None and device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {device}: CUDA is not available here; use --device cpu")
     if device != "cpu" and not device.startswith("cuda"):
         raise UserError(f"--device {device!r}: expected cpu, cuda or cuda:N")
@@ -203,8 +209,9 @@ def command_evaluate(args: argparse.Namespace) -> int:
 def command_plan(args: argparse.Namespace) -> int:
     from vae_zoo.harness.suite import load_suite
 
-    device = chosen_device(args, runs_here=False)
-    return print_plan(load_suite(args.suite), args.results_dir, device)
+    suite = load_suite(args.suite)
+    device = chosen_device(args, reads=args.results_dir / suite.name)
+    return print_plan(suite, args.results_dir, device)
 
 
 def print_plan(suite, results_dir: Path, device: str, *, force: bool = False) -> int:
@@ -233,7 +240,7 @@ def command_summary(args: argparse.Namespace) -> int:
     store = SuiteStore(args.results_dir / suite.name)
     if not store.runs.is_dir():
         raise UserError(f"no runs of suite '{suite.name}' in {store.root}")
-    return finish_suite(suite, store, [], args.wandb, chosen_device(args, runs_here=False))
+    return finish_suite(suite, store, [], args.wandb, chosen_device(args, reads=store.root))
 
 
 def command_list(args: argparse.Namespace) -> int:
@@ -265,7 +272,7 @@ def command_report(args: argparse.Namespace) -> int:
         raise UserError(f"no results for suite '{suite.name}' in {results}; "
                         f"run `vae-zoo run {args.suite}` first")
     # The report shows the cells of the suite's current plan only: plan it again first.
-    write_summary(suite, SuiteStore(results), chosen_device(args, runs_here=False))
+    write_summary(suite, SuiteStore(results), chosen_device(args, reads=results))
     written = build_report(results, args.out / suite.name, references=suite.references)
     print(f"report of {suite.name}: {len(written)} files in {args.out / suite.name}")
     from vae_zoo.harness.tracking import Tracker
@@ -291,7 +298,7 @@ def command_export(args: argparse.Namespace) -> int:
 
     suite = load_suite(args.suite)
     exported = export_suite(suite, SuiteStore(args.results_dir / suite.name), args.out,
-                            chosen_device(args, runs_here=False))
+                            chosen_device(args, reads=args.results_dir / suite.name))
     left_out = (f"; {exported.not_finished} cells not finished left out"
                 if exported.not_finished else "")
     print(f"exported {exported.runs} finished runs of {suite.name} to {exported.folder}"

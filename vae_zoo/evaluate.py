@@ -35,15 +35,11 @@ from vae_zoo.metrics.likelihood import (
 )
 from vae_zoo.metrics.samples import extract_features, frechet_distance, precision_recall
 from vae_zoo.model import VAE
+from vae_zoo.roles import PRESENTATION, SPEED
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2015)
 
 
-# A setting's `role` (field metadata): "result" (the default) changes metric values and is part
-# of the evaluation identity; "speed" (batching, memory) and "presentation" (what the report
-# keeps to draw) are recorded in config.json but are not. See docs/results-format.md.
-SPEED = {"role": "speed"}
-PRESENTATION = {"role": "presentation"}
 
 
 @dataclass(frozen=True)

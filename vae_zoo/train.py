@@ -13,16 +13,12 @@ from vae_zoo.data import ImageData
 from vae_zoo.metrics.likelihood import elbo_terms
 from vae_zoo.model import VAE
 from vae_zoo.objectives import Objective
+from vae_zoo.roles import STORAGE
 
 LR_SCHEDULES = ("constant", "iwae-paper")
 RUNNING_LOSS_EVERY = 50  # batches between progress-bar updates of the running loss
 
 
-# A setting's `role` (field metadata) says whether it changes the trained weights ("result", the
-# default: part of a run's identity) or only how fast or where it is computed ("speed", "storage":
-# recorded in config.json, not part of the identity). See docs/results-format.md.
-SPEED = {"role": "speed"}
-STORAGE = {"role": "storage"}
 
 
 @dataclass(frozen=True)
@@ -34,7 +30,10 @@ class TrainConfig:
     # 1e-3 * 10**(-i/7); `epochs` then caps the total (3,280 for the full schedule).
     lr_schedule: str = "constant"
     adam_eps: float = 1e-8
-    eval_batch_size: int = field(default=1000, metadata=SPEED)  # validation images per batch
+    # Validation images per batch. Part of the identity although it looks like a speed setting:
+    # the validation ELBO's draws come from the stream training continues with, in blocks whose
+    # boundaries follow the batching, so it changes the later training noise and the best epoch.
+    eval_batch_size: int = 1000
     keep_checkpoints: bool = field(default=True, metadata=STORAGE)  # weights in the run dir
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from vae_zoo import __version__
 from vae_zoo.errors import UserError
-from vae_zoo.harness.identity import device_class
+from vae_zoo.harness.identity import device_class, digest
 from vae_zoo.harness.planner import DONE, PlannedCell, plan_suite
 from vae_zoo.harness.store import (
     CHECKPOINT_FILE,
@@ -83,8 +83,12 @@ def export_suite(suite: Suite, store: SuiteStore, out_dir: Path, device: str) ->
                         f"{device_class(device)}); run `vae-zoo run {suite.path}` first")
     target = Path(out_dir) / suite.name
     _refuse_existing(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{suite.name}.export-"))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{suite.name}.export-"))
+    except OSError as error:
+        raise UserError(f"cannot export into {target.parent}: {error.strerror or error}; give "
+                        "--out a folder you can write to") from None
     try:
         os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp's folder is private
         runs = [_export_run(store, planned, staging / "runs" / planned.run_id)
@@ -249,6 +253,8 @@ def import_suite(source: Path, results_dir: Path) -> Imported:
     folder = find_export(Path(source))
     manifest = read_manifest(folder)
     verify_files(folder, expected_files(manifest))
+    for run in manifest["runs"]:
+        verify_identities(folder / "runs" / run["run_id"], run["run_id"])
     store = SuiteStore(Path(results_dir) / manifest["suite"])
     to_write, present = [], []
     for run in manifest["runs"]:
@@ -339,6 +345,23 @@ def expected_files(manifest: dict) -> dict[str, dict]:
         for name, entry in run["files"].items():
             expected[f"runs/{run['run_id']}/{name}"] = entry
     return expected
+
+
+def verify_identities(run_dir: Path, run_id: str) -> None:
+    """The run's recorded identities hash to its ids: its folder name ends with its training
+    identity's digest, and metrics.json names its evaluation identity's digest."""
+    config = read_json(run_dir / "config.json") or {}
+    record = read_json(run_dir / "metrics.json") or {}
+    recorded = config.get("identity") or {}
+    try:
+        train_id = digest(recorded["training"])
+        eval_id = digest(recorded["evaluation"])
+    except (KeyError, TypeError):
+        raise UserError(f"{run_dir / 'config.json'} records no identities; it was not "
+                        "exported by this version of vae-zoo") from None
+    if run_id.rsplit("-", 1)[-1] != train_id or record.get("eval_id") != eval_id:
+        raise UserError(f"{run_dir}: its recorded identities do not hash to its ids (run "
+                        f"{run_id}, eval {record.get('eval_id')}); the export was altered")
 
 
 def verify_files(folder: Path, expected: dict[str, dict]) -> None:

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from vae_zoo.data import ImageData
 from vae_zoo.data.batches import binarize_fixed
+from vae_zoo.harness.identity import device_class
 from vae_zoo.harness.store import write_atomic
 from vae_zoo.metrics import samples
 from vae_zoo.metrics.samples import TRAIN_BATCH_SIZE, FeatureNet, classifier_accuracy
@@ -58,7 +59,9 @@ def feature_net_for(data: ImageData, fingerprint: str, cache_root: Path,
         train = replace(train, pixels=binarize_fixed(train.pixels))
     cache_dir = Path(cache_root) / "features"
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key = f"{data.name}-{fingerprint}"
+    # Trained on the device the cells evaluate on: the device class is part of their evaluation
+    # identity, and FID depends on the network.
+    key = f"{data.name}-{fingerprint}-{device_class(device)}"
     with open(cache_dir / f".{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         return load_or_train_feature_net(

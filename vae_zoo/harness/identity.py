@@ -56,10 +56,20 @@ def training_identity(cell, data_fingerprint: str, device: str) -> dict:
     }
 
 
-def evaluation_identity(cell, device: str) -> dict:
-    """What determines a cell's metric values, given its trained weights."""
-    return {"version": EVALUATION_VERSION, "eval": result_settings(cell.eval),
-            "device": device_class(device)}
+def evaluation_identity(cell, device: str, *, test_size: int | None = None,
+                        val_size: int | None = None) -> dict:
+    """What determines a cell's metric values, given its trained weights.
+
+    With the data's split sizes, settings are hashed as they take effect: `nll_images` at or
+    above the test set's size means all of it (0), and `fid_samples` is capped, as the sample
+    metrics cap it, at the test and validation sizes.
+    """
+    settings = result_settings(cell.eval)
+    if test_size is not None and settings["nll_images"] >= test_size:
+        settings["nll_images"] = 0
+    if test_size is not None and val_size is not None:
+        settings["fid_samples"] = min(settings["fid_samples"], test_size, val_size)
+    return {"version": EVALUATION_VERSION, "eval": settings, "device": device_class(device)}
 
 
 def digest(identity: dict) -> str:

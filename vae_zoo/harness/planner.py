@@ -13,6 +13,7 @@ from vae_zoo.data import ImageData, load_dataset
 from vae_zoo.harness import identity
 from vae_zoo.harness.store import FAILED, FINISHED, SuiteStore
 from vae_zoo.harness.suite import Cell, Suite
+from vae_zoo.harness.sweeps import format_value
 
 DONE, EVALUATE, TRAIN = "finished", "to evaluate", "to train"
 
@@ -46,14 +47,16 @@ class PlannedCell:
         """As `vae-zoo plan` shows it: finished, to evaluate, to train, or failed (retried)."""
         return "failed" if self.failed else self.action
 
-    def summary_row(self, status: str, reason: str | None) -> dict:
-        """The identity columns of its row in summary.csv (see `store.IDENTITY_COLUMNS`)."""
+    def summary_row(self) -> dict:
+        """Its identity columns in summary.csv (see `store.IDENTITY_COLUMNS`): the store adds
+        status, reason and metrics from its run."""
         model = self.cell.model
         return {"run_id": self.run_id, "eval_id": self.eval_id, "suite": self.cell.suite,
                 "dataset": self.cell.dataset, "model": model.name,
-                "variant_of": model.variant_of, "seed": self.cell.seed, "status": status,
-                "reason": reason or "", **{f"hp_{key}": _cell_value(value)
-                                           for key, value in model.sweep.items()}}
+                "variant_of": model.variant_of, "seed": self.cell.seed,
+                "device": self.training["device"],
+                **{f"hp_{key}": format_value(value) if isinstance(value, list) else value
+                   for key, value in model.sweep.items()}}
 
     def config(self, device: str, image_shape: tuple[int, ...] | None = None) -> dict:
         """config.json: the resolved configuration, the identities and their digests."""
@@ -90,15 +93,9 @@ class Plan:
         return f" ({evaluations} of them earlier evaluations of planned cells)" \
             if evaluations else ""
 
-    def summary_rows(self, store: SuiteStore) -> list[dict]:
-        """summary.csv's rows: the planned cells whose run records their current evaluation."""
-        rows = []
-        for planned in self.cells:
-            record = store.read_metrics(planned.run_id)
-            if record is None or record.get("eval_id") != planned.eval_id:
-                continue
-            rows.append(planned.summary_row(str(record.get("status")), record.get("reason")))
-        return rows
+    def summary_rows(self) -> list[dict]:
+        """The identity columns of every planned cell, for `SuiteStore.write_summary`."""
+        return [planned.summary_row() for planned in self.cells]
 
 
 def plan_suite(suite: Suite, store: SuiteStore, device: str, *, force: bool = False) -> Plan:
@@ -109,8 +106,10 @@ def plan_suite(suite: Suite, store: SuiteStore, device: str, *, force: bool = Fa
         if cell.dataset not in fingerprints:
             fingerprints[cell.dataset] = dataset_for(cell).fingerprint()
         fingerprint = fingerprints[cell.dataset]
+        data = dataset_for(cell)
         training = identity.training_identity(cell, fingerprint, device)
-        evaluation = identity.evaluation_identity(cell, device)
+        evaluation = identity.evaluation_identity(cell, device, test_size=len(data.test),
+                                                  val_size=len(data.val))
         run_id = identity.run_id(cell, identity.digest(training))
         eval_id = identity.digest(evaluation)
         planned = PlannedCell(cell, run_id, eval_id, fingerprint, training, evaluation, DONE)
@@ -177,8 +176,3 @@ def _stale_runs(store: SuiteStore, cells: list[PlannedCell]) -> list[dict]:
             reason = "; ".join(identity.differences(recorded.get("training"), match.training))
         rows.append({**row, "stale": "training", "reason": reason})
     return rows
-
-
-def _cell_value(value):
-    """A sweep value as a CSV cell: lists as `100x100`, like the variant's name."""
-    return "x".join(str(v) for v in value) if isinstance(value, list) else value

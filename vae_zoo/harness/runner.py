@@ -209,7 +209,7 @@ def write_summary(suite: Suite, store: SuiteStore, device: str) -> tuple[Path, P
     """Plan the suite again and rewrite summary.csv (its current cells) and stale.csv."""
     plan = plan_suite(suite, store, device)
     store.write_stale(plan.stale)
-    return store.write_summary(plan.summary_rows(store)), plan
+    return store.write_summary(plan.summary_rows()), plan
 
 
 def finish_suite(suite: Suite, store: SuiteStore, outcomes: list[dict],
@@ -255,6 +255,9 @@ def run_cell(task: CellTask, progress_position: int | None = 1) -> dict:
 def _run_claimed_cell(task: CellTask, store: SuiteStore, action: str,
                       progress_position: int | None) -> dict:
     planned, cell, run_id = task.planned, task.cell, task.run_id
+    if action == TRAIN and not task.may_train:  # its checkpoint went since it was planned
+        return {"run_id": run_id, "status": FAILED,
+                "reason": f"its checkpoint is gone: `vae-zoo run {cell.suite}` trains it again"}
     data = dataset_for(cell)
     config = planned.config(task.device, data.image_shape)
     tracker = Tracker(task.wandb_mode, task.project, cell.suite, task.suite_root / "wandb")
@@ -271,6 +274,9 @@ def _run_claimed_cell(task: CellTask, store: SuiteStore, action: str,
         try:
             trained = load_training(task, store, log)
             keep = trained.files_to_keep
+            # The training's own settings, including those outside its identity.
+            recorded = store.read_config(run_id) or {}
+            config.update({key: recorded[key] for key in ("train", "dataset") if key in recorded})
         except Exception as exception:  # e.g. a truncated checkpoint file
             reason = f"its checkpoint cannot be read: {one_line(exception)}"
             if not task.may_train:  # the run stays as it is
@@ -281,11 +287,15 @@ def _run_claimed_cell(task: CellTask, store: SuiteStore, action: str,
     if action == TRAIN:
         trained = train_cell(task, device_data, log, tracked, progress_position)
     metrics, arrays, error, reason = dict(trained.metrics), {}, trained.error, trained.reason
+    previous = store.read_metrics(run_id) if task.metric_groups else None
     if trained.model is not None:
-        previous = store.read_metrics(run_id) if task.metric_groups else None
-        evaluated = evaluate_cell(task, trained.model, device_data, log, previous)
+        evaluated = evaluate_cell(task, trained.model, device_data, log)
         metrics.update(evaluated.metrics)
         arrays, error, reason = evaluated.arrays, evaluated.error, evaluated.reason
+    if previous is not None and error is not None:
+        # A failed recomputation of some metrics leaves the finished evaluation as it was.
+        tracked.finish(FAILED, {}, {}, reason=reason)
+        return {"run_id": run_id, "status": FAILED, "reason": reason}
     status = FINISHED if error is None else FAILED
     record = {
         "run_id": run_id,
@@ -298,11 +308,33 @@ def _run_claimed_cell(task: CellTask, store: SuiteStore, action: str,
                        "wall_seconds": time.perf_counter() - started, "pid": os.getpid()},
         "log": trained.log + log.lines,
     }
+    if previous is not None:
+        record, arrays = merged_evaluation(previous, record, log.lines, arrays, task)
     store.write_run(run_id, config=config, record=record, files=trained.files, keep=keep,
                     arrays=arrays if status == FINISHED else None, error=error,
                     replace_finished=True)
     tracked.finish(status, record["metrics"], arrays, reason=reason)
     return {"run_id": run_id, "status": status, "reason": reason}
+
+
+def merged_evaluation(previous: dict, record: dict, new_lines: list[str],
+                      arrays: dict[str, np.ndarray],
+                      task: CellTask) -> tuple[dict, dict[str, np.ndarray]]:
+    """A finished evaluation with some metric groups recomputed (`evaluate --metrics`): the new
+    values over the old ones, the evaluation time of both, the old log followed by the new, and
+    which groups were recomputed when (`recomputed`)."""
+    metrics = {**(previous.get("metrics") or {}), **record["metrics"]}
+    metrics["eval_seconds"] = ((previous.get("metrics") or {}).get("eval_seconds", 0.0)
+                               + record["metrics"].get("eval_seconds", 0.0))
+    recomputed = [*previous.get("recomputed", []),
+                  {"groups": list(task.metric_groups),
+                   "at": record["provenance"]["finished_at"],
+                   "code_version": record["provenance"].get("code_version")}]
+    merged = {**record, "metrics": metrics, "recomputed": recomputed,
+              "provenance": previous.get("provenance", record["provenance"]),
+              "log": [*previous.get("log", []), *new_lines]}
+    old_arrays = read_arrays(SuiteStore(task.suite_root).run_dir(task.run_id))
+    return merged, {**old_arrays, **arrays}
 
 
 class RunLog:
@@ -406,27 +438,24 @@ class Evaluated:
     reason: str | None = None
 
 
-def evaluate_cell(task: CellTask, model: torch.nn.Module, data: ImageData, log: RunLog,
-                  previous: dict | None) -> Evaluated:
-    """Every metric of the trained model (or only `task.metric_groups`, over the `previous`
-    record's values); a failure is returned, not raised."""
-    cell = task.cell
+def evaluate_cell(task: CellTask, model: torch.nn.Module, data: ImageData,
+                  log: RunLog) -> Evaluated:
+    """Every metric of the trained model (or only `task.metric_groups`); a failure is returned,
+    not raised."""
+    groups = task.metric_groups or None
     try:
-        reference, feature_info = sample_reference_for(task, data)
-        log(f"feature network for sample metrics: test accuracy "
-            f"{feature_info['test_accuracy']:.3f} ({feature_info['key']})")
-        groups = task.metric_groups or None
-        metrics, arrays = evaluate(model, data, cell.eval, seed=cell.seed, samples=reference,
-                                   log=log, groups=groups)
-        metrics["feature_net_accuracy"] = feature_info["test_accuracy"]
+        reference, extra = None, {}
+        if groups is None or "samples" in groups:
+            reference, feature_info = sample_reference_for(task, data)
+            log(f"feature network for sample metrics: test accuracy "
+                f"{feature_info['test_accuracy']:.3f} ({feature_info['key']})")
+            extra["feature_net_accuracy"] = feature_info["test_accuracy"]
+        metrics, arrays = evaluate(model, data, task.cell.eval, seed=task.cell.seed,
+                                   samples=reference, log=log, groups=groups)
     except Exception as exception:
         return Evaluated(error=traceback.format_exc(),
                          reason=f"evaluation failed: {one_line(exception)}")
-    if groups and previous is not None:
-        metrics = {**(previous.get("metrics") or {}), **metrics}
-        old_arrays = read_arrays(SuiteStore(task.suite_root).run_dir(task.run_id))
-        arrays = {**old_arrays, **arrays}
-    return Evaluated(metrics, arrays)
+    return Evaluated({**metrics, **extra}, arrays)
 
 
 _sample_references: dict[tuple, tuple[SampleReference, dict]] = {}

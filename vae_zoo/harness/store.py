@@ -25,11 +25,12 @@ import numpy as np
 
 FINISHED, FAILED = "finished", "failed"
 TRAINING_FILE = "training.json"
+STAGED_MARK = ".staged"  # in a staging folder whose files are all written and synced
 CHECKPOINT_FILE = "checkpoint.safetensors"  # the selected weights
 FINAL_CHECKPOINT_FILE = "checkpoint-final.safetensors"  # the last epoch's, when not selected
 CHECKPOINT_FILES = (CHECKPOINT_FILE, FINAL_CHECKPOINT_FILE)
 IDENTITY_COLUMNS = ["run_id", "eval_id", "suite", "dataset", "model", "variant_of", "seed",
-                    "status", "reason"]
+                    "device", "status", "reason"]
 STALE_COLUMNS = ["run_id", "eval_id", "dataset", "model", "seed", "status", "stale", "reason"]
 # Metrics in the order a reader expects them; any other metric follows, alphabetically.
 METRIC_ORDER = ["test_elbo", "test_recon", "test_kl", "test_nll", "test_nll_se", "test_bpd",
@@ -204,7 +205,9 @@ class SuiteStore:
             for path in staging.iterdir():
                 with open(path, "rb") as stream:
                     os.fsync(stream.fileno())
+            (staging / STAGED_MARK).touch()  # complete: safe to put in place after a crash
             self._move_into_place(staging, run_id, replace_finished)
+            (self.run_dir(run_id) / STAGED_MARK).unlink()
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -229,32 +232,57 @@ class SuiteStore:
         os.rename(staging, target)
 
     def remove_abandoned_staging(self) -> int:
-        """Delete staging folders left by processes of this host that died (e.g. `kill -9`)."""
-        removed = 0
+        """Clear staging folders left by processes of this host that died (e.g. `kill -9`).
+
+        A folder its process had completed (`STAGED_MARK` inside) but not yet renamed — killed
+        between moving the old run aside and moving the new one in — is put in place; any other
+        is deleted. Returns how many were cleared.
+        """
+        cleared = 0
         host = socket.gethostname()
         for path in self.runs.glob(".staging@*") if self.runs.is_dir() else []:
-            _, owner_host, owner_pid, _ = path.name.split("@", 3)
-            if owner_host == host and not process_alive(int(owner_pid)):
+            _, owner_host, owner_pid, rest = path.name.split("@", 3)
+            if owner_host != host or process_alive(int(owner_pid)):
+                continue
+            run_id = rest.rsplit("-", 1)[0]
+            if (path / STAGED_MARK).is_file() and not self.run_dir(run_id).exists():
+                os.rename(path, self.run_dir(run_id))
+                (self.run_dir(run_id) / STAGED_MARK).unlink()
+            else:
                 shutil.rmtree(path, ignore_errors=True)
-                removed += 1
-        return removed
+            cleared += 1
+        return cleared
 
-    def write_summary(self, rows: list[dict]) -> Path:
-        """Rewrite summary.csv: one row per cell of the suite's current plan that has a run.
+    def write_summary(self, cells: list[dict]) -> Path:
+        """Rewrite summary.csv: one row per cell of the suite's current plan whose run records
+        that cell's evaluation (`eval_id`), finished or failed.
 
-        `rows` hold the identity columns (`IDENTITY_COLUMNS`, then any `hp_<key>` sweep values)
-        of each planned cell; its metrics are read from its metrics.json. Rebuilds are
-        serialised by a lock, so that of two processes finishing together the later one, which
-        sees every run written before it, is the one left on disk.
+        `cells` hold the identity columns of every planned cell (`IDENTITY_COLUMNS` and any
+        `hp_<key>` sweep values); status, reason and metrics come from its metrics.json, read
+        under a lock, so that of two processes finishing together the later one, which sees
+        every run written before it, is the one left on disk.
         """
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / ".summary.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             table = []
-            for row in rows:
-                record = self.read_metrics(row["run_id"]) or {}
-                table.append({**row, **(record.get("metrics") or {})})
+            for cell in cells:
+                record = self.read_metrics(cell["run_id"])
+                if record is None or record.get("eval_id") != cell.get("eval_id"):
+                    continue  # not run yet, or its evaluation is another (stale) one
+                table.append({**cell, "status": record.get("status") or FAILED,
+                              "reason": record.get("reason") or "",
+                              **(record.get("metrics") or {})})
             return self._write_table(self.root / "summary.csv", table, IDENTITY_COLUMNS)
+
+    def summary_device_class(self) -> str | None:
+        """The device class summary.csv's cells were planned on, when it names exactly one."""
+        try:
+            with open(self.root / "summary.csv", newline="") as stream:
+                classes = {row.get("device") for row in csv.DictReader(stream)}
+        except (OSError, csv.Error, UnicodeDecodeError):
+            return None
+        return classes.pop() if len(classes) == 1 and None not in classes else None
 
     def write_stale(self, rows: list[dict]) -> Path:
         """Rewrite stale.csv: runs in runs/ that the current plan does not use, and why."""

@@ -26,7 +26,14 @@ from scipy import stats
 from sklearn.decomposition import PCA
 
 from vae_zoo.harness.store import read_arrays
-from vae_zoo.report.tables import Results, describe_metric, safe_name, seed_text, write_bytes
+from vae_zoo.report.tables import (
+    SWEEP_PREFIX,
+    Results,
+    describe_metric,
+    safe_name,
+    seed_text,
+    write_bytes,
+)
 
 DPI = 130
 PANEL_INCHES = (4.0, 3.0)
@@ -35,7 +42,6 @@ KL_FLOOR_NATS = 1e-4  # KL values are drawn no lower than this on the log axis
 COMPARED_METRICS = ("test_nll", "test_elbo", "test_kl", "fid")
 # What a sweep figure draws against the swept value, with the role each plays in the trade-off.
 SWEPT_METRICS = {"test_recon": "distortion", "test_kl": "rate", "test_elbo": ""}
-SWEEP_PREFIX = "hp_"  # runs columns `hp_<key>`: the value of a swept hyper-parameter
 MAX_VALUE_TICKS = 8  # up to this many swept values are each labelled on the x-axis
 MARKERS = ("o", "s", "D", "^", "v", "P", "X", "<", ">", "p", "h", "*")
 MAX_TRAVERSED_DIMS = 10
@@ -127,11 +133,6 @@ def _legend(figure: Figure, models: list[str], palette: dict, markers: dict | No
         for m in models
     ]
     figure.legend(handles=handles, loc="outside right upper", title="model")
-
-
-def _load_arrays(results: Results, run_id: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """The requested arrays of a run's arrays.npz that exist (none when the file is missing)."""
-    return read_arrays(results.run_dir(run_id), keys)
 
 
 def _first_finished(results: Results, dataset: str, model: str) -> pd.Series | None:
@@ -324,7 +325,7 @@ def kl_per_dimension(results: Results, figures_dir: Path, palette: dict) -> Repo
     """KL of each latent dimension, sorted, with the collapse threshold: active vs dead units."""
     rows = []
     for run in results.finished().itertuples():
-        kl = _load_arrays(results, run.run_id, ("kl_per_dim",)).get("kl_per_dim")
+        kl = read_arrays(results.run_dir(run.run_id), ("kl_per_dim",)).get("kl_per_dim")
         if kl is None:
             continue
         kl = np.sort(np.asarray(kl, dtype=float).ravel())[::-1]
@@ -522,7 +523,8 @@ def samples_and_reconstructions(
     run = _first_finished(results, dataset, model)
     if run is None:
         return None
-    arrays = _load_arrays(results, run["run_id"], ("samples", "originals", "reconstructions"))
+    arrays = read_arrays(results.run_dir(run["run_id"]),
+                         ("samples", "originals", "reconstructions"))
     panels = []
     if "samples" in arrays:
         panels.append(("samples from the prior", _tile(arrays["samples"][:64], 8)))
@@ -557,7 +559,7 @@ def traversals(
     run = _first_finished(results, dataset, model)
     if run is None:
         return None
-    arrays = _load_arrays(results, run["run_id"], ("traversals", "kl_per_dim"))
+    arrays = read_arrays(results.run_dir(run["run_id"]), ("traversals", "kl_per_dim"))
     if "traversals" not in arrays or arrays["traversals"].ndim != 5:
         return None
     sweeps = arrays["traversals"]  # (latent, steps, C, H, W)
@@ -598,7 +600,7 @@ def latent_embedding(results: Results, figures_dir: Path, dataset: str) -> Repor
         run = _first_finished(results, dataset, model)
         if run is None:
             continue
-        arrays = _load_arrays(results, run["run_id"], ("latent_means", "labels"))
+        arrays = read_arrays(results.run_dir(run["run_id"]), ("latent_means", "labels"))
         if "latent_means" in arrays and "labels" in arrays:
             means = np.asarray(arrays["latent_means"], dtype=np.float64)
             if means.ndim == 2 and means.shape[1] >= 2 and len(means) >= 2:

@@ -232,8 +232,15 @@ def load_results(results_dir: Path) -> Results:
     results_dir = Path(results_dir)
     runs_dir = results_dir / "runs"
     summary = _read_summary(results_dir / "summary.csv")
-    if summary:
+    if (results_dir / "summary.csv").is_file():
         run_dirs = [runs_dir / run_id for run_id in summary]
+        stale = _count_rows(results_dir / "stale.csv")
+        if not run_dirs and stale:
+            raise ResultsNotFoundError(
+                f"no run of the suite's current plan in {runs_dir}, and {stale} stale run(s) "
+                f"(see {results_dir / 'stale.csv'}: the suite or the code changed since they "
+                "ran, or they ran on another device class: pass --device); run the suite "
+                "(`vae-zoo run SUITE`) to make them")
     else:
         # Names starting with `.` or `_` are not runs (e.g. a run directory being written).
         run_dirs = sorted(
