@@ -221,8 +221,8 @@ def sample_reference(feature_net: torch.nn.Module, data: ImageData,
     real-against-real precision and recall are well below 1)."""
     count = min(config.fid_samples, len(data.test), len(data.val))
     device = feature_device(feature_net)
-    real = extract_features(feature_net, data.test.images[:count].to(device))
-    held_out = extract_features(feature_net, data.val.images[:count].to(device))
+    real = extract_features(feature_net, data.test.first_images(count).to(device))
+    held_out = extract_features(feature_net, data.val.first_images(count).to(device))
     precision_ref, recall_ref = precision_recall(real, held_out, k=config.pr_neighbours)
     return SampleReference(feature_net, real, {
         "fid_ref": frechet_distance(real, held_out), "precision_ref": precision_ref,
@@ -266,7 +266,7 @@ def report_images(model: VAE, data: ImageData, config: EvalConfig,
     """Decoder means of prior samples, and test images with their reconstructions."""
     generator = torch.Generator(device=data.device).manual_seed(seed)
     count = min(config.grid_images, len(data.test))
-    originals = data.test.images[:count]
+    originals = data.test.first_images(count)
     reconstructions = model.decode_mean(model.posterior(originals).mean)
     samples = model.sample(config.grid_images, generator=generator, like=originals)
 

@@ -86,6 +86,7 @@ def train(
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, eps=config.adam_eps)
     result = TrainResult()
     best_state = copy.deepcopy(model.state_dict())
+    val_images = data.val.images  # converted from uint8 once, not every epoch
     for epoch in range(1, config.epochs + 1):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(config, epoch)
@@ -113,7 +114,7 @@ def train(
 
         model.eval()
         val = {name: values.mean().item() for name, values in
-               elbo_terms(model, data.val.images, config.eval_batch_size).items()}
+               elbo_terms(model, val_images, config.eval_batch_size).items()}
         row = {"epoch": epoch, "train_loss": train_loss, "train_recon": train_recon,
                "train_kl": train_kl, "val_elbo": val["elbo"], "val_recon": val["recon"],
                "val_kl": val["kl"], "seconds": seconds}

@@ -54,6 +54,10 @@ class Split:
         pixels' device: keep the result rather than reading it inside a loop."""
         return self.pixels.float().div_(255)
 
+    def first_images(self, count: int) -> Tensor:
+        """`images[:count]`, converting only those."""
+        return self.pixels[:count].float().div_(255)
+
     def __len__(self) -> int:
         return len(self.pixels)
 

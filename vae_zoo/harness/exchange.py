@@ -152,12 +152,9 @@ def copy_hashed(source: Path, target: Path, *, fsync: bool = False) -> dict:
 
 def file_entry(path: Path) -> dict:
     """`{"sha256": hex digest, "size": bytes}` of a file."""
-    digest, size = hashlib.sha256(), 0
     with open(path, "rb") as stream:
-        while chunk := stream.read(CHUNK_BYTES):
-            digest.update(chunk)
-            size += len(chunk)
-    return {"sha256": digest.hexdigest(), "size": size}
+        digest = hashlib.file_digest(stream, "sha256")
+    return {"sha256": digest.hexdigest(), "size": path.stat().st_size}
 
 
 def model_card(suite: Suite, runs: list[dict], device: str) -> str:

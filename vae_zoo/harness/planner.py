@@ -100,13 +100,13 @@ class Plan:
 
 def plan_suite(suite: Suite, store: SuiteStore, device: str, *, force: bool = False) -> Plan:
     """Every cell of `suite` with its identities and action, and the stale runs of `store`."""
-    fingerprints: dict[str, str] = {}
+    fingerprints: dict[str, str] = {}  # by dataset: every cell of a suite shares its options
     cells = []
     for cell in suite.cells():
-        if cell.dataset not in fingerprints:
-            fingerprints[cell.dataset] = dataset_for(cell).fingerprint()
-        fingerprint = fingerprints[cell.dataset]
         data = dataset_for(cell)
+        if cell.dataset not in fingerprints:
+            fingerprints[cell.dataset] = data.fingerprint()
+        fingerprint = fingerprints[cell.dataset]
         training = identity.training_identity(cell, fingerprint, device)
         evaluation = identity.evaluation_identity(cell, device, test_size=len(data.test),
                                                   val_size=len(data.val))

@@ -6,7 +6,6 @@ in this process, in a worker process, or in a SLURM job.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import traceback
@@ -380,11 +379,13 @@ def train_cell(task: CellTask, data: ImageData, log: RunLog, tracked,
     def on_running_loss(loss: float) -> None:
         bar.set_postfix(loss=f"{loss:.2f}", refresh=False)
 
-    def training_files(status: str, metrics: dict, reason: str | None) -> dict[str, str]:
+    def training_files(status: str, metrics: dict, reason: str | None,
+                       checkpoints: dict[str, bytes] | None = None) -> dict[str, bytes | str]:
         training = {"run_id": task.run_id, "status": status, "reason": reason,
-                    "metrics": metrics, "checkpoints": [], "log": list(log.lines),
-                    "provenance": provenance.machine(task.device)}
-        return {TRAINING_FILE: to_json(training), "history.csv": history_csv(history)}
+                    "metrics": metrics, "checkpoints": sorted(checkpoints or {}),
+                    "log": list(log.lines), "provenance": provenance.machine(task.device)}
+        return {TRAINING_FILE: to_json(training), "history.csv": history_csv(history),
+                **(checkpoints or {})}
 
     try:
         torch.manual_seed(cell.seed)
@@ -409,13 +410,9 @@ def train_cell(task: CellTask, data: ImageData, log: RunLog, tracked,
         "best_epoch": float(result.best_epoch),
         "peak_memory_mb": peak_memory_mb(task.device),
     }
-    files = training_files(FINISHED, metrics, None)
-    if cell.train.keep_checkpoints:
-        checkpoints = checkpoint_files(model.state_dict(), result.final_state)
-        training = json.loads(files[TRAINING_FILE])
-        training["checkpoints"] = sorted(checkpoints)
-        files = {**files, TRAINING_FILE: to_json(training), **checkpoints}
-    return Trained(model, metrics, files=files)
+    checkpoints = (checkpoint_files(model.state_dict(), result.final_state)
+                   if cell.train.keep_checkpoints else None)
+    return Trained(model, metrics, files=training_files(FINISHED, metrics, None, checkpoints))
 
 
 def load_training(task: CellTask, store: SuiteStore, log: RunLog) -> Trained:
