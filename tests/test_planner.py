@@ -19,6 +19,13 @@ def run(suite_path, results, *extra):
                *extra)
 
 
+def planned(suite_path, results, capsys):
+    """What `vae-zoo plan` prints (after clearing what was printed before)."""
+    capsys.readouterr()
+    assert cli("plan", str(suite_path), "--results-dir", str(results)) == 0
+    return capsys.readouterr().out
+
+
 def edit(suite_path, old, new):
     text = suite_path.read_text()
     assert old in text
@@ -56,13 +63,10 @@ def test_a_speed_setting_plans_nothing_and_a_metric_setting_only_evaluates(
                for run in runs(tmp_path)}
 
     edit(tiny_suite, "[eval]\n", "[eval]\nnll_chunk = 3\nbatch_size = 7\n")
-    capsys.readouterr()
-    assert cli("plan", str(tiny_suite), "--results-dir", str(tmp_path)) == 0
-    assert "2 finished, 0 to run" in capsys.readouterr().out
+    assert "2 finished, 0 to run" in planned(tiny_suite, tmp_path, capsys)
 
     edit(tiny_suite, "nll_samples = 20", "nll_samples = 30")
-    assert cli("plan", str(tiny_suite), "--results-dir", str(tmp_path)) == 0
-    output = capsys.readouterr().out
+    output = planned(tiny_suite, tmp_path, capsys)
     assert "0 finished, 2 to run (0 to train, 2 to evaluate)" in output
     assert "evaluation settings changed: eval.nll_samples: 20 -> 30" in output
 
@@ -86,13 +90,10 @@ def test_a_missing_checkpoint_trains_exactly_that_cell_again(tiny_suite, tmp_pat
     assert run(tiny_suite, tmp_path) == 0
     first, second = runs(tmp_path)
     (first / "checkpoint.safetensors").unlink()
-    capsys.readouterr()
     # A finished evaluation needs no checkpoint: nothing to do.
-    assert cli("plan", str(tiny_suite), "--results-dir", str(tmp_path)) == 0
-    assert "2 finished, 0 to run" in capsys.readouterr().out
+    assert "2 finished, 0 to run" in planned(tiny_suite, tmp_path, capsys)
     edit(tiny_suite, "nll_samples = 20", "nll_samples = 25")
-    assert cli("plan", str(tiny_suite), "--results-dir", str(tmp_path)) == 0
-    output = capsys.readouterr().out
+    output = planned(tiny_suite, tmp_path, capsys)
     assert "0 finished, 2 to run (1 to train, 1 to evaluate)" in output
     assert f"to train     {first.name}" in output and "its checkpoint is missing" in output
     assert run(tiny_suite, tmp_path) == 0
