@@ -16,14 +16,32 @@ def test_the_smoke_suite_runs_every_cell_and_writes_the_summary(smoke_results):
         rows = list(csv.DictReader(stream))
     assert set(SUMMARY_COLUMNS) <= set(rows[0])
     cells = {(row["dataset"], row["model"], row["seed"]) for row in rows}
-    assert cells == {(d, m, s) for d in ("circles", "digits") for m in ZOO for s in ("0", "1")}
+    assert cells == {(d, m, "0") for d in ("circles", "digits") for m in ZOO}
     for row in rows:
         assert row["status"] == "finished"
-        nll, elbo = float(row["test_nll"]), float(row["test_elbo"])
-        assert 0 < nll <= -elbo + 3 * float(row["test_nll_se"])
         assert float(row["test_kl"]) >= 0 and float(row["train_seconds"]) > 0
         run_dir = results / "runs" / row["run_id"]
         assert {"config.json", "metrics.json", "history.csv"} <= {p.name for p in run_dir.iterdir()}
+
+
+def test_every_smoke_run_reports_consistent_likelihood_bounds(smoke_results):
+    """Whatever an entry trains on, its reported numbers are the β = 1 ELBO and bounds of one
+    log-likelihood, ordered as the maths orders them: ELBO ≈ IWAE(k=1) ≤ IWAE(k=50) ≤ log p(x),
+    and the importance-sampled estimate with K = 100 ≥ 50 samples is at least as tight as
+    IWAE(k=50), so test_nll ≤ -iwae_k50. The tolerances are Monte Carlo noise: the two sides use
+    independent draws on the same images."""
+    _, results = smoke_results
+    with open(results / "summary.csv") as stream:
+        rows = list(csv.DictReader(stream))
+    for row in rows:
+        value = {name: float(row[name]) for name in (
+            "test_elbo", "test_recon", "test_kl", "test_nll", "iwae_k1", "iwae_k50")}
+        where = f"{row['model']} on {row['dataset']}"
+        assert abs(value["test_elbo"] + value["test_recon"] + value["test_kl"]) < 1e-3, where
+        # β = 1: a β-weighted ELBO would differ from IWAE(k=1) by (β - 1)·KL, several nats here.
+        assert abs(value["test_elbo"] - value["iwae_k1"]) <= 0.1 * abs(value["test_elbo"]), where
+        assert value["test_elbo"] <= value["iwae_k50"] + 0.05, where
+        assert 0 < value["test_nll"] <= -value["iwae_k50"] + 0.05, where
 
 
 def test_list_shows_models_datasets_and_suites(capsys):

@@ -7,7 +7,6 @@ from torch import nn
 
 from vae_zoo import zoo
 from vae_zoo.data import load_dataset
-from vae_zoo.distributions import BernoulliLikelihood, StandardNormalPrior
 from vae_zoo.evaluate import (
     EvalConfig,
     evaluate,
@@ -15,8 +14,11 @@ from vae_zoo.evaluate import (
     sample_reference,
     traversals,
 )
+from vae_zoo.likelihoods import BernoulliLikelihood
 from vae_zoo.metrics.samples import train_feature_net
 from vae_zoo.model import VAE
+from vae_zoo.nets import Networks
+from vae_zoo.priors import StandardNormalPrior
 
 CIRCLES = {"train_size": 400, "val_size": 200, "test_size": 200, "side": 8}
 FAST = EvalConfig(nll_samples=20, iwae_ks=(1, 5), fid_samples=200, latent_points=50,
@@ -43,8 +45,9 @@ class PartlyUsedEncoder(nn.Module):
 def partly_used_model(used, latent=6, image=(1, 8, 8)):
     torch.manual_seed(0)
     decoder = nn.Sequential(nn.Linear(latent, math.prod(image)), nn.Unflatten(-1, image))
-    return VAE(PartlyUsedEncoder(math.prod(image), latent, used), decoder,
-               BernoulliLikelihood(), StandardNormalPrior(), latent).eval()
+    networks = Networks([PartlyUsedEncoder(math.prod(image), latent, used)], [], decoder,
+                        [latent])
+    return VAE(networks, BernoulliLikelihood(), StandardNormalPrior(latent)).eval()
 
 
 def test_active_units_count_exactly_the_dimensions_the_encoder_uses():
@@ -101,7 +104,8 @@ def test_test_mse_is_zero_for_a_perfect_reconstruction():
         def forward(self, z):
             return torch.logit(z.clamp(1e-6, 1 - 1e-6)).unflatten(-1, (1, 8, 8))
 
-    model = VAE(Identity(), Logit(), BernoulliLikelihood(), StandardNormalPrior(), 64)
+    model = VAE(Networks([Identity()], [], Logit(), [64]), BernoulliLikelihood(),
+                StandardNormalPrior(64))
     assert latent_statistics(model, data.test.images, 64)["mse"] < 1e-10
 
 

@@ -11,13 +11,15 @@ import torch
 from torch import nn
 from torch.distributions import MultivariateNormal
 
-from vae_zoo.distributions import GaussianLikelihood, StandardNormalPrior
+from vae_zoo.likelihoods import GaussianLikelihood
 from vae_zoo.metrics.likelihood import (
     elbo_terms,
     importance_sampled_log_likelihood,
     mean_and_standard_error,
 )
 from vae_zoo.model import VAE
+from vae_zoo.nets import Networks
+from vae_zoo.priors import StandardNormalPrior
 
 IMAGE = (1, 2, 3)  # D = 6
 SIGMA = 0.5
@@ -54,8 +56,9 @@ def linear_gaussian_problem(mean_scale=1.0, var_scale=1.0):
     basis, _ = torch.linalg.qr(torch.randn(6, 2, generator=generator))
     weight = basis * torch.tensor([1.5, 0.7])
     bias = torch.randn(6, generator=generator)
-    model = VAE(LinearEncoder(weight, bias, mean_scale, var_scale), LinearDecoder(weight, bias),
-                GaussianLikelihood(SIGMA), StandardNormalPrior(), latent_dim=2)
+    networks = Networks([LinearEncoder(weight, bias, mean_scale, var_scale)], [],
+                        LinearDecoder(weight, bias), [2])
+    model = VAE(networks, GaussianLikelihood(SIGMA), StandardNormalPrior(2))
     marginal = MultivariateNormal(bias, weight @ weight.T + SIGMA**2 * torch.eye(6))
     x = marginal.sample((50,)).reshape(50, *IMAGE)
     exact = marginal.log_prob(x.flatten(1))

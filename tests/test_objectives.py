@@ -5,7 +5,16 @@ import math
 import torch
 
 from vae_zoo import zoo
-from vae_zoo.objectives import Objective, elbo, iwae
+from vae_zoo.objectives import (
+    ElboSettings,
+    IwaeSettings,
+    Objective,
+    TrainingContext,
+    elbo,
+    iwae,
+)
+
+START = TrainingContext()
 
 
 def fixed_model():
@@ -22,14 +31,16 @@ def images():
 def repeated_bound(model, x, k, repeats):
     """`repeats` independent draws of the IWAE bound with k samples: (repeats, B)."""
     with torch.no_grad():
-        return torch.stack([-iwae(model(x, k))["loss"] for _ in range(repeats)])
+        return torch.stack([-iwae(model(x, k), START, IwaeSettings(k))["loss"]
+                            for _ in range(repeats)])
 
 
 def test_iwae_bound_with_k_1_equals_the_elbo_in_expectation():
     model, x = fixed_model(), images()
     with torch.no_grad():
         bound = repeated_bound(model, x, 1, 4000)
-        elbo_value = torch.stack([-elbo(model(x, 1))["loss"] for _ in range(4000)])
+        elbo_value = torch.stack([-elbo(model(x, 1), START, ElboSettings())["loss"]
+                                  for _ in range(4000)])
     difference = bound.mean(0) - elbo_value.mean(0)
     standard_error = (bound.var(0) / 4000 + elbo_value.var(0) / 4000).sqrt()
     assert (difference.abs() < 4 * standard_error + 1e-3).all()
@@ -50,7 +61,7 @@ def test_iwae_bound_is_non_decreasing_in_k():
 def test_elbo_terms_and_beta_weighting():
     model, x = fixed_model(), images()
     torch.manual_seed(3)
-    terms = Objective("elbo", k=1, settings={"beta": 4.0})(model, x)
+    terms = Objective("elbo", ElboSettings(k=1, beta=4.0))(model, x)
     assert set(terms) == {"loss", "recon", "kl"}
     assert terms["loss"].shape == (8,)
     assert torch.allclose(terms["loss"], terms["recon"] + 4.0 * terms["kl"])
@@ -61,5 +72,5 @@ def test_elbo_with_k_samples_averages_the_reconstruction_term():
     model, x = fixed_model(), images()
     torch.manual_seed(5)
     out = model(x, 7)
-    terms = elbo(out)
+    terms = elbo(out, START, ElboSettings(k=7))
     assert torch.allclose(terms["recon"], -out.log_px_given_z.mean(0))

@@ -46,8 +46,8 @@ def test_finished_cells_are_skipped_and_force_reruns_them(tiny_suite, tmp_path, 
 def test_a_diverging_model_is_recorded_as_failed_and_the_rest_completes(tiny_suite, tmp_path,
                                                                         capsys):
     text = tiny_suite.read_text().replace(
-        "[model.iwae]", '[model.iwae]\nlikelihood = "gaussian"\ngaussian_scale = 1e-30')
-    tiny_suite.write_text(text)  # a pixel scale of 1e-30 makes the loss overflow at once
+        "[model.iwae]", '[model.iwae]\nobjective = "elbo"\nbeta = 1e39')
+    tiny_suite.write_text(text)  # a KL weight beyond float32's range makes the loss overflow
     assert run(tiny_suite, tmp_path) == 1
     assert "FAILED circles-iwae-s0" in capsys.readouterr().out
     with open(tmp_path / "tiny" / "summary.csv") as stream:
@@ -165,7 +165,7 @@ def test_changing_one_hyperparameter_creates_exactly_the_new_cells(tiny_suite, t
 
 def test_a_failed_cell_is_retried_on_the_next_invocation(tiny_suite, tmp_path, capsys):
     broken = tiny_suite.read_text().replace(
-        "[model.iwae]", '[model.iwae]\nlikelihood = "gaussian"\ngaussian_scale = 1e-30')
+        "[model.iwae]", '[model.iwae]\nobjective = "elbo"\nbeta = 1e39')
     tiny_suite.write_text(broken)
     assert run(tiny_suite, tmp_path) == 1
     capsys.readouterr()

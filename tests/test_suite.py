@@ -34,8 +34,8 @@ def test_shipped_suites_parse():
     assert {"smoke", "default"} <= set(available_suites())
     smoke, default = load_suite("smoke"), load_suite("default")
     assert [m.name for m in smoke.models] == list(ZOO)
-    assert list(smoke.datasets) == ["circles", "digits"] and smoke.seeds == [0, 1]
-    assert len(smoke.cells()) == 16
+    assert list(smoke.datasets) == ["circles", "digits"] and smoke.seeds == [0]
+    assert len(smoke.cells()) == 2 * len(ZOO) >= 2 * 18
     assert list(default.datasets) == ["fashion-mnist", "circles"] and default.seeds == [0, 1, 2]
     assert default.eval.nll_samples >= 1000
 
@@ -63,11 +63,34 @@ def test_a_suite_resolves_into_cells_with_overrides_and_variants(tmp_path):
     (("seeds = [0, 1]", "seeds = [0, 0]"), "repeats a seed"),
     (('entry = "iwae"', 'entry = "iwea"'), "unknown model 'iwea'"),
     (("seeds = [0, 1]", "seeds = [0, 1]\ncolour = 3"), "unknown key 'colour' in suite"),
+    (("latent_dim = 3", 'latent_dim = 3\nlikelihood = "gaussian"'),
+     "model 'mlp-vae' on dataset 'circles' (binarize = \"dynamic\"): Gaussian is a density on "
+     "[0, 1] and these pixels are binary"),
+    (("side = 8", 'side = 8\nbinarize = "none"'),
+     "the Bernoulli likelihood needs binary pixels, and these are grey levels"),
 ])
 def test_bad_suites_are_refused_with_the_key_and_choices(tmp_path, change, message):
     with pytest.raises(UserError) as caught:
         load_suite(write(tmp_path, VALID.replace(*change)))
     assert message in str(caught.value)
+
+
+def test_a_likelihood_that_fits_the_data_is_accepted(tmp_path):
+    grey = VALID.replace("side = 8", 'side = 8\nbinarize = "none"').replace(
+        'models = ["mlp-vae", "iwae-k50"]', 'models = ["mlp-vae"]').replace(
+        "latent_dim = 3", 'latent_dim = 3\nlikelihood = "discretised-logistic"')
+    grey = grey[:grey.index("[model.iwae-k50]")]
+    suite = load_suite(write(tmp_path, grey))
+    assert suite.models[0].hyperparameters["likelihood"] == "discretised-logistic"
+    dequantised = grey.replace('"discretised-logistic"', '"continuous-bernoulli"')
+    assert load_suite(write(tmp_path, dequantised)).models[0].hyperparameters["dequantize"]
+    with pytest.raises(UserError, match="without dequantisation on 8-bit pixels"):
+        load_suite(write(tmp_path, dequantised + "dequantize = false\n"))
+
+
+def test_models_all_means_every_zoo_entry(tmp_path):
+    suite = load_suite(write(tmp_path, 'datasets = ["circles"]\nmodels = "all"\nseeds = [0]\n'))
+    assert [model.name for model in suite.models] == list(ZOO)
 
 
 def test_unknown_suite_lists_the_available_ones():

@@ -246,11 +246,16 @@ def command_summary(args: argparse.Namespace) -> int:
 def command_list(args: argparse.Namespace) -> int:
     from vae_zoo.data import DATASETS
     from vae_zoo.harness.suite import available_suites, find_suite_file
-    from vae_zoo.zoo import ZOO
+    from vae_zoo.zoo import KINDS, STANDARD, ZOO
 
-    print("models:")
+    print(f"models ({len(ZOO)}; pieces other than {', '.join(STANDARD.values())} in brackets):")
     for entry in ZOO.values():
-        print(f"  {entry.name:<14} {entry.description}")
+        pieces = ", ".join(name for kind, name in entry.pieces.items() if name != STANDARD[kind])
+        print(f"  {entry.name:<18} {entry.description} ({entry.paper})"
+              + (f" [{pieces}]" if pieces else ""))
+    print("pieces (swap or tune them in a suite's [model.NAME] table; see docs/zoo.md):")
+    for kind, registry in KINDS.items():
+        print(f"  {kind + ':':<18} {', '.join(registry)}")
     print("datasets:")
     for spec in DATASETS.values():
         print(f"  {spec.name:<14} {spec.description}")

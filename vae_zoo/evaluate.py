@@ -6,12 +6,16 @@ Metrics (nats per image unless named otherwise):
   with K samples) with its standard error `test_nll_se` and `test_bpd` (bits per dimension);
   `iwae_k<k>`, the IWAE bound with k samples (a log-likelihood bound, like `test_elbo`). These
   two use the first `nll_images` test images when it is set (the same images for every model).
-- latent usage: `active_units` (Burda et al. 2015: Cov_x(E_q[z_u]) > 0.01), KL per dimension.
+- latent usage: `active_units` (Burda et al. 2015: Cov_x(E_q[z_u]) > 0.01) over every stochastic
+  layer, and per layer (`active_units_z1`, ...) for hierarchical models; KL per dimension of
+  every layer (Monte Carlo against the prior's marginals when there is no closed form).
+  Posterior means of layers above the first are taken at the means of the layers below.
 - reconstruction: `test_mse`, mean squared error per pixel between the test images and the
   decoder mean at their posterior mean.
 - samples (given a `SampleReference`): `fid`, `precision`, `recall`, and the same
   between held-out real images and the test set (`fid_ref`, `precision_ref`, `recall_ref`).
-- factors (datasets with true factors): `mig`, `probe_r2_<factor>`.
+- factors (datasets with true factors): `mig`, `probe_r2_<factor>`, from the posterior means
+  of every layer; traversals sweep the top layer.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import Tensor
-from torch.distributions import kl_divergence
 
 from vae_zoo.data import ImageData
 from vae_zoo.metrics.factors import linear_probe_r2, mutual_information_gap
@@ -126,7 +129,7 @@ def evaluate(model: VAE, data: ImageData, config: EvalConfig, *, seed: int,
     latents = None
     if wanted("latents"):
         latents = timed("latents", lambda: latent_statistics(model, images, config.batch_size))
-        metrics["active_units"] = float((latents["mean_variance"] > ACTIVE_UNIT_THRESHOLD).sum())
+        metrics.update(active_unit_metrics(model, latents["mean_variance"]))
         metrics["test_mse"] = latents["mse"]
         arrays["kl_per_dim"] = latents["kl_per_dim"].numpy()
         arrays["latent_means"] = latents["means"][:keep].numpy()
@@ -153,23 +156,22 @@ def evaluate(model: VAE, data: ImageData, config: EvalConfig, *, seed: int,
 
 @torch.inference_mode()
 def posterior_means(model: VAE, images: Tensor, batch_size: int) -> Tensor:
-    """E_q[z|x] of every image: (N, latent), on the CPU."""
-    return torch.cat([model.posterior(batch).mean.cpu() for batch in images.split(batch_size)])
+    """E_q[z|x] of every image and every stochastic layer, bottom first: (N, Σ d_l), on the
+    CPU. Upper layers are taken at the means of the layers below."""
+    return torch.cat([torch.cat(model.posterior_means(batch), -1).cpu()
+                      for batch in images.split(batch_size)])
 
 
 @torch.inference_mode()
 def latent_statistics(model: VAE, images: Tensor, batch_size: int) -> dict:
-    """Posterior means (N, latent), their variance across images per unit, the mean KL per unit
-    and the per-pixel reconstruction error at the posterior mean."""
+    """Posterior means of every layer (N, Σ d_l), their variance across images per unit, the
+    mean KL per unit and the per-pixel reconstruction error at the posterior mean."""
     means, kl, squared_error = [], [], 0.0
     for batch in images.split(batch_size):
-        posterior = model.posterior(batch)
-        mean = posterior.mean
-        means.append(mean.cpu())
-        # KL per dimension: the factorised posterior and prior compared coordinate by coordinate.
-        prior = model.prior.distribution(model.latent_dim, mean)
-        kl.append(kl_divergence(posterior.base_dist, prior.base_dist).double().sum(0).cpu())
-        reconstruction = model.decode_mean(mean)
+        layer_means = model.posterior_means(batch)
+        means.append(torch.cat(layer_means, -1).cpu())
+        kl.append(model.kl_per_dim(batch).double().sum(0).cpu())
+        reconstruction = model.decode_mean(layer_means[0])
         squared_error += (reconstruction - batch).double().pow(2).sum().item()
     all_means = torch.cat(means)
     return {
@@ -178,6 +180,17 @@ def latent_statistics(model: VAE, images: Tensor, batch_size: int) -> dict:
         "kl_per_dim": (torch.stack(kl).sum(0) / len(images)).float(),
         "mse": squared_error / images.numel(),
     }
+
+
+def active_unit_metrics(model: VAE, mean_variance: Tensor) -> dict[str, float]:
+    """`active_units` over every stochastic layer, and per layer (`active_units_z1`, ...) when
+    there is more than one."""
+    active = mean_variance > ACTIVE_UNIT_THRESHOLD
+    metrics = {"active_units": float(active.sum())}
+    if model.layers > 1:
+        for layer, units in enumerate(active.split(model.latent_dims), 1):
+            metrics[f"active_units_z{layer}"] = float(units.sum())
+    return metrics
 
 
 def factor_metrics(latent_means: Tensor, factors: Tensor, factor_names: tuple[str, ...],
@@ -250,14 +263,16 @@ def feature_device(net: torch.nn.Module) -> torch.device:
 
 @torch.inference_mode()
 def traversals(model: VAE, image: Tensor, steps: int) -> Tensor:
-    """Decoder means as each latent dimension of one image's posterior mean is swept over
-    [-3, 3] with the others fixed: (latent, steps, C, H, W)."""
-    code = model.posterior(image).mean[0]  # (latent,)
+    """Decoder means as each dimension of the top layer's posterior mean for one image is swept
+    over [-3, 3] with the others fixed, decoded through the means of the layers below:
+    (top latent, steps, C, H, W)."""
+    code = model.posterior_means(image)[-1][0]  # (top latent,)
+    size = len(code)
     values = torch.linspace(-3, 3, steps, device=code.device)
-    codes = code.repeat(model.latent_dim, steps, 1)  # (latent, steps, latent)
-    dims = torch.arange(model.latent_dim, device=code.device)
+    codes = code.repeat(size, steps, 1)  # (latent, steps, latent)
+    dims = torch.arange(size, device=code.device)
     codes[dims, :, dims] = values
-    return model.decode_mean(codes).clamp(0, 1).float().cpu()
+    return model.decode_mean(model.descend(codes, sample=False)).clamp(0, 1).float().cpu()
 
 
 @torch.inference_mode()

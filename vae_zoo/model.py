@@ -1,86 +1,198 @@
-"""The VAE: an encoder, a decoder, a likelihood and a prior, put together.
+"""The VAE: an architecture's networks, a likelihood, a prior and how the KL is computed.
 
-`model(x, k)` runs one pass with `k` posterior samples per image and returns a `Pass`, from which
+Generative model, for L stochastic layers (L = 1 for most entries):
+    p(x, z) = p(x|z₁) p(z₁|z₂) ··· p(z_{L-1}|z_L) p(z_L),  p(z_L) the prior;
+inference model:
+    q(z|x) = q(z₁|x) q(z₂|z₁) ··· q(z_L|z_{L-1}).
+`model(x, k)` runs one pass with k posterior samples per image and returns a `Pass`, from which
 objectives and metrics read every term they need.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import Independent, kl_divergence
 
-from vae_zoo.distributions import diagonal_gaussian
+from vae_zoo.estimators import Reparameterisation, log_mean_exp
+from vae_zoo.likelihoods import diagonal_gaussian
+from vae_zoo.nets import Networks
+
+__all__ = ["VAE", "Pass", "log_mean_exp"]
+KL_CHOICES = ("closed-form", "monte-carlo")
+STANDARD = Reparameterisation()
 
 
 @dataclass
 class Pass:
     """One encoder-decoder pass over a batch with k samples of z per image."""
 
-    posterior: Independent  # q(z|x), batch shape (B,), event (latent,)
-    prior: Independent  # p(z), event (latent,)
-    z: Tensor  # (k, B, latent)
+    posterior: Independent  # q(z₁|x), batch shape (B,), event (d₁,)
+    posteriors: list[Independent]  # q(z_l|z_{l-1}) for every layer; batch (B,), then (k, B)
+    conditionals: list[Independent]  # p(z_l|z_{l+1}) for l < L; batch (k, B)
+    zs: list[Tensor]  # z_l, (k, B, d_l), bottom (nearest the data) first
     decoded: Tensor  # (k, B, C, H, W) likelihood parameters
     log_px_given_z: Tensor  # (k, B)
-    log_pz: Tensor  # (k, B)
+    log_pz: Tensor  # (k, B): log p(z_L) + Σ_l log p(z_l|z_{l+1})
+    log_qz: Tensor  # (k, B): Σ_l log q(z_l|z_{l-1}), with the estimator's gradient
+    model: VAE
+    estimator: Reparameterisation
+
+    @property
+    def z(self) -> Tensor:
+        """The samples of the first layer (the only one of a one-layer model): (k, B, d₁)."""
+        return self.zs[0]
 
     def kl(self) -> Tensor:
-        """KL(q(z|x) || p(z)) in closed form, per image: (B,)."""
-        return kl_divergence(self.posterior, self.prior)
+        """KL(q(z|x) || p(z)) per image, (B,): in closed form when the model's `kl` is
+        "closed-form" (one layer, a prior with a closed form, an estimator that does not stop
+        log q's gradient), else the Monte Carlo estimate mean_k[log q(z|x) - log p(z)]."""
+        if self.model.kl == "closed-form":
+            return kl_divergence(self.posterior, self.model.prior.closed_form(self.z))
+        return (self.log_qz - self.log_pz).mean(0)
+
+    def kl_per_dim(self) -> Tensor:
+        """KL per latent coordinate, every layer bottom first: (B, Σ d_l). Closed form when the
+        model's KL is; otherwise the Monte Carlo estimate of KL(q_i || p_i) between the
+        coordinate's posterior and the prior's (or conditional's) one-dimensional marginal."""
+        if self.model.kl == "closed-form":
+            prior = self.model.prior.closed_form(self.z)
+            return kl_divergence(self.posterior.base_dist, prior.base_dist)
+        parts = []
+        for index, (q, z) in enumerate(zip(self.posteriors, self.zs, strict=True)):
+            log_q = q.base_dist.log_prob(z)  # (k, B, d)
+            if index < len(self.conditionals):
+                log_p = self.conditionals[index].base_dist.log_prob(z)
+            else:
+                log_p = self.model.prior.marginal_log_prob(z)
+            parts.append((log_q - log_p).mean(0))
+        return torch.cat(parts, dim=-1)
 
     def log_importance_weights(self) -> Tensor:
         """log p(x, z) - log q(z|x) for every sample: (k, B)."""
-        return self.log_px_given_z + self.log_pz - self.posterior.log_prob(self.z)
+        return self.log_px_given_z + self.log_pz - self.log_qz
+
+    def bound_surrogate(self, log_w: Tensor) -> Tensor:
+        """What to differentiate for the bound log mean_k exp(log_w), (B,): the estimator's."""
+        return self.estimator.bound_surrogate(log_w, self.zs)
 
 
 class VAE(nn.Module):
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood: nn.Module,
-                 prior: nn.Module, latent_dim: int):
+    def __init__(self, networks: Networks, likelihood: nn.Module, prior: nn.Module,
+                 kl: str = "closed-form"):
         super().__init__()
-        self.encoder = encoder
-        self.decoder = decoder
+        self.encoders = nn.ModuleList(networks.encoders)
+        self.top_down = nn.ModuleList(networks.top_down)
+        self.decoder = networks.decoder
         self.likelihood = likelihood
         self.prior = prior
-        self.latent_dim = latent_dim
+        self.latent_dims = list(networks.latent_dims)
+        if kl not in KL_CHOICES:
+            raise ValueError(f"kl = {kl!r}; expected one of {KL_CHOICES}")
+        if kl == "closed-form" and (len(self.latent_dims) > 1
+                                    or prior.closed_form(torch.zeros(1)) is None):
+            raise ValueError("a closed-form KL needs one stochastic layer and a prior with a "
+                             "closed form; use kl = \"monte-carlo\"")
+        self.kl = kl
+        prior.attach(self.top_posterior)
+
+    @property
+    def latent_dim(self) -> int:
+        """Latent dimensions of the first layer (all of them for a one-layer model)."""
+        return self.latent_dims[0]
+
+    @property
+    def layers(self) -> int:
+        return len(self.latent_dims)
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.encoders[0]
 
     def posterior(self, x: Tensor) -> Independent:
-        """q(z|x) for a batch of images (B, C, H, W)."""
-        mean, log_var = self.encoder(x)
+        """q(z₁|x) for a batch of images (B, C, H, W)."""
+        mean, log_var = self.encoders[0](x)
         return diagonal_gaussian(mean, log_var)
 
-    def forward(self, x: Tensor, k: int = 1) -> Pass:
-        return self.sample_pass(x, self.posterior(x), k)
+    def top_posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and log-variance of the top layer's q given images, going up through the means
+        of the layers below (what VampPrior evaluates at its pseudo-inputs)."""
+        mean, log_var = self.encoders[0](x)
+        for encoder in self.encoders[1:]:
+            mean, log_var = encoder(mean)
+        return mean, log_var
 
-    def sample_pass(self, x: Tensor, posterior: Independent, k: int) -> Pass:
-        """Draw k samples from an already computed q(z|x) and decode them (lets importance
+    def posterior_means(self, x: Tensor) -> list[Tensor]:
+        """The mean of every layer's q, going up through the means: [(B, d_l)]."""
+        mean, _ = self.encoders[0](x)
+        means = [mean]
+        for encoder in self.encoders[1:]:
+            mean, _ = encoder(mean)
+            means.append(mean)
+        return means
+
+    def kl_per_dim(self, x: Tensor) -> Tensor:
+        """KL per latent coordinate of every layer for images (B, C, H, W): (B, Σ d_l); from one
+        sample of z when there is no closed form (see `Pass.kl_per_dim`)."""
+        if self.kl == "closed-form":
+            posterior = self.posterior(x)
+            prior = self.prior.closed_form(posterior.mean)
+            return kl_divergence(posterior.base_dist, prior.base_dist)
+        return self(x, 1).kl_per_dim()
+
+    def forward(self, x: Tensor, k: int = 1,
+                estimator: Reparameterisation = STANDARD) -> Pass:
+        return self.sample_pass(x, self.posterior(x), k, estimator)
+
+    def sample_pass(self, x: Tensor, posterior: Independent, k: int,
+                    estimator: Reparameterisation = STANDARD) -> Pass:
+        """Draw k samples from an already computed q(z₁|x) and decode them (lets importance
         sampling encode a batch once and decode it in chunks of samples)."""
-        z = posterior.rsample((k,))  # (k, B, latent)
-        decoded = self.decoder(z)  # (k, B, C, H, W)
+        zs = [posterior.rsample((k,))]  # (k, B, d₁)
+        posteriors = [posterior]
+        log_qz = estimator.log_q(posterior, zs[0])
+        for encoder in self.encoders[1:]:
+            q = diagonal_gaussian(*encoder(zs[-1]))  # batch (k, B)
+            zs.append(q.rsample())
+            posteriors.append(q)
+            log_qz = log_qz + estimator.log_q(q, zs[-1])
+        log_pz = self.prior.log_prob(zs[-1])
+        conditionals = []
+        for index, net in enumerate(self.top_down):  # p(z_l | z_{l+1}), l = 1 .. L-1
+            p = diagonal_gaussian(*net(zs[index + 1]))
+            conditionals.append(p)
+            log_pz = log_pz + p.log_prob(zs[index])
+        decoded = self.decoder(zs[0])  # (k, B, C, H, W)
         return Pass(
-            posterior=posterior,
-            prior=self.prior.distribution(self.latent_dim, z),
-            z=z,
-            decoded=decoded,
-            log_px_given_z=self.likelihood.log_prob(decoded, x),
-            log_pz=self.prior.log_prob(z),
-        )
+            posterior=posterior, posteriors=posteriors, conditionals=conditionals, zs=zs,
+            decoded=decoded, log_px_given_z=self.likelihood.log_prob(decoded, x),
+            log_pz=log_pz, log_qz=log_qz, model=self, estimator=estimator)
 
     def decode_mean(self, z: Tensor) -> Tensor:
-        """The mean image of p(x|z) for latents (..., latent)."""
+        """The mean image of p(x|z₁) for first-layer latents (..., d₁)."""
         return self.likelihood.mean(self.decoder(z))
+
+    def descend(self, top: Tensor, generator: torch.Generator | None = None,
+                sample: bool = True) -> Tensor:
+        """First-layer latents from top-layer ones, through p(z_l|z_{l+1}): drawn, or their
+        means with `sample=False`. The identity for a one-layer model."""
+        z = top
+        for net in reversed(self.top_down):
+            mean, log_var = net(z)
+            if sample:
+                noise = torch.randn(mean.shape, generator=generator, device=mean.device,
+                                    dtype=mean.dtype)
+                z = mean + torch.exp(0.5 * log_var) * noise
+            else:
+                z = mean
+        return z
 
     @torch.no_grad()
     def sample(self, count: int, generator: torch.Generator | None = None,
                like: Tensor | None = None) -> Tensor:
-        """Decoder means of `count` draws from the prior: (count, C, H, W)."""
+        """Decoder means of `count` ancestral draws from p(z): (count, C, H, W)."""
         like = like if like is not None else next(self.parameters())
-        z = self.prior.sample(count, self.latent_dim, like, generator)
-        return self.decode_mean(z)
-
-
-def log_mean_exp(values: Tensor, dim: int = 0) -> Tensor:
-    """log(mean(exp(values))) along `dim`, computed stably."""
-    return torch.logsumexp(values, dim) - math.log(values.shape[dim])
+        top = self.prior.sample(count, like, generator)
+        return self.decode_mean(self.descend(top, generator))

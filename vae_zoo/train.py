@@ -12,7 +12,7 @@ import torch
 from vae_zoo.data import ImageData
 from vae_zoo.metrics.likelihood import elbo_terms
 from vae_zoo.model import VAE
-from vae_zoo.objectives import Objective
+from vae_zoo.objectives import Objective, TrainingContext
 from vae_zoo.roles import STORAGE
 
 LR_SCHEDULES = ("constant", "iwae-paper")
@@ -55,6 +55,21 @@ class TrainResult:
         return self.train_images / self.train_seconds if self.train_seconds else 0.0
 
 
+def backward(model: VAE, terms: dict) -> None:
+    """Gradients of the batch mean of the objective's `surrogate` (or `loss`) for every
+    parameter, except that the encoders take theirs from `encoder_surrogate` when there is one."""
+    loss = terms.get("surrogate", terms["loss"]).mean()
+    if "encoder_surrogate" not in terms:
+        loss.backward()
+        return
+    encoder_parameters = list(model.encoders.parameters())
+    encoder_gradients = torch.autograd.grad(terms["encoder_surrogate"].mean(),
+                                            encoder_parameters, retain_graph=True)
+    loss.backward()
+    for parameter, gradient in zip(encoder_parameters, encoder_gradients, strict=True):
+        parameter.grad = gradient
+
+
 def learning_rate_at(config: TrainConfig, epoch: int) -> float:
     """Learning rate for 1-based `epoch`."""
     if config.lr_schedule == "constant":
@@ -84,6 +99,9 @@ def train(
     """
     generator = torch.Generator(device=data.device).manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, eps=config.adam_eps)
+    objective.to(data.device)
+    steps_per_epoch = -(-len(data.train) // config.batch_size)
+    step = 0
     result = TrainResult()
     best_state = copy.deepcopy(model.state_dict())
     val_images = data.val.images  # converted from uint8 once, not every epoch
@@ -96,11 +114,13 @@ def train(
         sums = torch.zeros(3, device=data.device)
         seen = 0
         for index, batch in enumerate(data.train_batches(config.batch_size, generator), 1):
-            terms = objective(model, batch)
-            loss = terms["loss"].mean()
+            context = TrainingContext(step, steps_per_epoch, len(data.train), objective.auxiliary)
+            terms = objective(model, batch, context)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            backward(model, terms)
             optimizer.step()
+            objective.update_auxiliary()
+            step += 1
             sums += torch.stack([terms[name].detach().sum() for name in ("loss", "recon", "kl")])
             seen += len(batch)
             if on_running_loss is not None and index % RUNNING_LOSS_EVERY == 0:

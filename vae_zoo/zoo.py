@@ -1,124 +1,260 @@
-"""The zoo: named combinations of an architecture, a likelihood, a prior and an objective.
+"""The zoo: named combinations of an architecture, a likelihood, a prior, an objective and a
+gradient estimator.
 
-An entry is a declaration with default hyper-parameters; a suite may override any of them.
-Adding a model means adding its pieces (if new) and one line here.
+Each piece declares its typed settings beside its code (a frozen dataclass, see
+`vae_zoo.settings`); an entry names its pieces and may change their defaults. A suite may
+override any setting of the entry's pieces, or swap a piece (`prior = "vamp"`), and is checked
+against the declarations of the pieces it ends up with. Adding a model means adding its piece
+(if new), one line in a registry below, and one entry.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from torch import nn
 
-from vae_zoo.distributions import LIKELIHOODS, PRIORS
+from vae_zoo import estimators, likelihoods, nets, priors
 from vae_zoo.errors import UserError
-from vae_zoo.model import VAE
-from vae_zoo.nets import ACTIVATIONS, ARCHITECTURES
+from vae_zoo.model import KL_CHOICES, VAE
 from vae_zoo.objectives import OBJECTIVES, Objective
+from vae_zoo.settings import check_value, declared, defaults, is_int, is_number, type_hints
 
-# The IWAE paper's architecture: 784-200-200 tanh to 50 Gaussian latents, mirrored decoder.
-MLP = {"latent_dim": 50, "hidden": [200, 200], "activation": "tanh"}
-# Small on purpose: importance sampling decodes K samples per test image, and a conv decoder costs
-# ~20x the MLP's per sample on a CPU.
-CONV = {"latent_dim": 32, "channels": [16, 32], "hidden": 128, "activation": "relu"}
-BERNOULLI = {"likelihood": "bernoulli", "gaussian_scale": "learned", "prior": "standard-normal"}
+__all__ = ["ZOO", "KINDS", "build", "resolve_hyperparameters", "check_data_fit",
+           "count_parameters", "is_int", "is_number"]
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A registered piece: what builds it, its settings and where it comes from."""
+
+    make: Callable
+    Settings: type
+    paper: str = ""
+    layers: int = 1  # stochastic layers (architectures)
+
+
+ARCHITECTURES = {
+    "mlp": Piece(nets.build_mlp, nets.MLPSettings, "Burda et al. 2015 (one stochastic layer)"),
+    "mlp-2layer": Piece(nets.build_mlp_2layer, nets.MLP2LayerSettings,
+                        "Burda et al. 2015 (two stochastic layers)", layers=2),
+    "conv": Piece(nets.build_conv, nets.ConvSettings, "a small DCGAN-style network"),
+    "resnet": Piece(nets.build_resnet, nets.ResNetSettings, "He et al. 2016 (residual blocks)"),
+}
+LIKELIHOODS = {
+    "bernoulli": Piece(likelihoods.BernoulliLikelihood.from_settings,
+                       likelihoods.BernoulliLikelihood.Settings, "Kingma & Welling 2014"),
+    "gaussian": Piece(likelihoods.GaussianLikelihood.from_settings,
+                      likelihoods.GaussianSettings,
+                      "Kingma & Welling 2014; dequantisation: Theis et al. 2016"),
+    "continuous-bernoulli": Piece(likelihoods.ContinuousBernoulliLikelihood.from_settings,
+                                  likelihoods.DequantizeSettings,
+                                  "Loaiza-Ganem & Cunningham 2019"),
+    "discretised-logistic": Piece(likelihoods.DiscretisedLogisticLikelihood.from_settings,
+                                  likelihoods.DiscretisedLogisticLikelihood.Settings,
+                                  "Salimans et al. 2017"),
+}
+PRIORS = {
+    "standard-normal": Piece(priors.StandardNormalPrior, priors.StandardNormalPrior.Settings,
+                             "Kingma & Welling 2014"),
+    "mog": Piece(priors.MixtureOfGaussiansPrior, priors.MixtureSettings,
+                 "Tomczak & Welling 2018 (their baseline)"),
+    "vamp": Piece(priors.VampPrior, priors.VampSettings, "Tomczak & Welling 2018"),
+}
+ESTIMATORS = {
+    "reparameterisation": Piece(estimators.Reparameterisation,
+                                estimators.Reparameterisation.Settings, "Kingma & Welling 2014"),
+    "stl": Piece(estimators.StickingTheLanding, estimators.StickingTheLanding.Settings,
+                 "Roeder et al. 2017"),
+    "dreg": Piece(estimators.DoublyReparameterised, estimators.DoublyReparameterised.Settings,
+                  "Tucker et al. 2018"),
+}
+OBJECTIVE_PIECES = {name: Piece(spec.function, spec.Settings, spec.paper)
+                    for name, spec in OBJECTIVES.items()}
+# Every kind of piece, in the order a hyper-parameter dictionary lists them.
+KINDS: dict[str, dict[str, Piece]] = {
+    "architecture": ARCHITECTURES, "likelihood": LIKELIHOODS, "prior": PRIORS,
+    "objective": OBJECTIVE_PIECES, "estimator": ESTIMATORS,
+}
+STANDARD = {"architecture": "mlp", "likelihood": "bernoulli", "prior": "standard-normal",
+            "objective": "elbo", "estimator": "reparameterisation"}
 
 
 @dataclass(frozen=True)
 class ZooEntry:
     name: str
     description: str
-    architecture: str
-    objective: str
-    defaults: dict
+    paper: str
+    pieces: dict  # kind -> piece name, the standard ones unless given
+    defaults: dict = field(default_factory=dict)  # settings that differ from the pieces'
+
+    def __post_init__(self):
+        object.__setattr__(self, "pieces", {**STANDARD, **self.pieces})
 
 
-ZOO: dict[str, ZooEntry] = {
-    entry.name: entry
-    for entry in [
-        ZooEntry("mlp-vae", "IWAE-paper MLP, ELBO", "mlp", "elbo",
-                 {**MLP, **BERNOULLI, "beta": 1.0, "k": 1}),
-        ZooEntry("conv-vae", "small convolutional encoder/decoder, ELBO", "conv", "elbo",
-                 {**CONV, **BERNOULLI, "beta": 1.0, "k": 1}),
-        ZooEntry("beta-vae", "IWAE-paper MLP, ELBO with beta = 4", "mlp", "elbo",
-                 {**MLP, **BERNOULLI, "beta": 4.0, "k": 1}),
-        ZooEntry("iwae", "IWAE-paper MLP, importance-weighted bound with k = 5", "mlp", "iwae",
-                 {**MLP, **BERNOULLI, "k": 5}),
-    ]
-}
-
-CHOICES = {
-    "activation": tuple(ACTIVATIONS),
-    "likelihood": tuple(LIKELIHOODS),
-    "prior": tuple(PRIORS),
-}
-# The settings each objective takes besides k.
-OBJECTIVE_SETTINGS = {"elbo": ("beta",), "iwae": ()}
-assert set(OBJECTIVE_SETTINGS) == set(OBJECTIVES)
+def entry(name, description, paper, defaults=None, **pieces) -> ZooEntry:
+    return ZooEntry(name, description, paper, pieces, defaults or {})
 
 
-def check_hyperparameter(entry: ZooEntry, key: str, value) -> None:
-    """Raise `UserError` unless `value` is a valid setting of `key` for `entry`."""
-    where = f"model '{entry.name}': hyper-parameter '{key}'"
-    if key not in entry.defaults:
-        raise UserError(f"{where} is unknown; valid keys: {', '.join(sorted(entry.defaults))}")
-    default = entry.defaults[key]
-    if key in CHOICES:
-        if value not in CHOICES[key]:
-            raise UserError(f"{where} = {value!r}; valid choices: {', '.join(CHOICES[key])}")
-    elif key == "gaussian_scale":
-        valid = value == "learned" or (is_number(value) and value > 0)
-        if not valid:
-            raise UserError(f"{where} = {value!r}; expected \"learned\" or a positive number")
-    elif isinstance(default, list):
-        if not (isinstance(value, list) and value and all(is_int(v) and v > 0 for v in value)):
-            raise UserError(f"{where} = {value!r}; expected a list of positive integers")
-    elif isinstance(default, int):
-        if not (is_int(value) and value > 0):
-            raise UserError(f"{where} = {value!r}; expected a positive integer")
-    elif isinstance(default, float) and not (is_number(value) and value >= 0):
-        raise UserError(f"{where} = {value!r}; expected a non-negative number")
+ZOO: dict[str, ZooEntry] = {e.name: e for e in [
+    entry("mlp-vae", "IWAE-paper MLP, ELBO", "Kingma & Welling 2014"),
+    entry("conv-vae", "small convolutional encoder/decoder, ELBO", "Kingma & Welling 2014",
+          architecture="conv"),
+    entry("resnet-vae", "residual convolutional encoder/decoder, ELBO", "He et al. 2016",
+          architecture="resnet"),
+    entry("beta-vae", "IWAE-paper MLP, ELBO with beta = 4", "Higgins et al. 2017",
+          {"beta": 4.0}),
+    entry("beta-vae-capacity", "ELBO with a controlled KL capacity", "Burgess et al. 2018",
+          objective="beta-vae-capacity"),
+    entry("vae-warmup", "ELBO with linear KL warm-up", "Sønderby et al. 2016",
+          objective="elbo-warmup"),
+    entry("vae-free-bits", "ELBO with free bits per latent dimension", "Kingma et al. 2016",
+          objective="elbo-free-bits"),
+    entry("vae-stl", "ELBO, sticking-the-landing gradient", "Roeder et al. 2017",
+          estimator="stl"),
+    entry("iwae", "IWAE-paper MLP, importance-weighted bound with k = 5", "Burda et al. 2015",
+          objective="iwae"),
+    entry("iwae-dreg", "IWAE bound, doubly reparameterised gradient", "Tucker et al. 2018",
+          objective="iwae", estimator="dreg"),
+    entry("miwae", "mean of m = 4 IWAE bounds of k = 4", "Rainforth et al. 2018",
+          {"k": 4, "m": 4}, objective="miwae"),
+    entry("ciwae", "beta·ELBO + (1 - beta)·IWAE, beta = 0.5", "Rainforth et al. 2018",
+          objective="ciwae"),
+    entry("piwae", "decoder on IWAE(16), encoder on MIWAE(4, 4)", "Rainforth et al. 2018",
+          {"k": 4, "m": 4}, objective="piwae"),
+    entry("vae-2layer", "two stochastic layers (100, 50), ELBO", "Burda et al. 2015",
+          architecture="mlp-2layer"),
+    entry("iwae-2layer", "two stochastic layers (100, 50), IWAE bound with k = 5",
+          "Burda et al. 2015", architecture="mlp-2layer", objective="iwae"),
+    entry("vamp-vae", "ELBO with a VampPrior of 100 pseudo-inputs", "Tomczak & Welling 2018",
+          prior="vamp"),
+    entry("mog-vae", "ELBO with a learned mixture of 10 Gaussians as prior",
+          "Tomczak & Welling 2018 (baseline)", prior="mog"),
+    entry("beta-tcvae", "total correlation weighted by beta = 6", "Chen et al. 2018",
+          objective="beta-tcvae"),
+    entry("factor-vae", "total correlation by a discriminator, gamma = 10", "Kim & Mnih 2018",
+          objective="factor-vae"),
+]}
 
 
-def is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def settings_fields(selection: dict[str, str]) -> dict[str, tuple[str, object, dict]]:
+    """Every setting of the selected pieces: name -> (kind, field declaration, type hints)."""
+    found = {}
+    for kind, name in selection.items():
+        settings_class = KINDS[kind][name].Settings
+        hints = type_hints(settings_class)
+        for key, declaration in declared(settings_class).items():
+            found[key] = (kind, declaration, hints)
+    return found
 
 
-def is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def list_valued_settings(entry_name: str, table: dict) -> list[str]:
+    """The settings whose single value is a list, for the pieces `table` (a suite's
+    [model.NAME]) selects: a list of lists there is a sweep."""
+    selection = {kind: table[kind] if table.get(kind) in registry else ZOO[entry_name].pieces[kind]
+                 for kind, registry in KINDS.items()}
+    return [key for key, (_, _, hints) in settings_fields(selection).items()
+            if typing.get_origin(hints[key]) is list]
 
 
 def resolve_hyperparameters(entry_name: str, overrides: dict | None = None) -> dict:
-    """The entry's defaults updated with `overrides`, each checked."""
+    """The entry's pieces and the settings of those pieces (their declared defaults, the entry's
+    and then `overrides`), each checked; and `kl`, how the KL is computed. Raises `UserError`
+    naming the first problem."""
     if entry_name not in ZOO:
         raise UserError(f"unknown model '{entry_name}'; valid models: {', '.join(ZOO)}")
-    entry = ZOO[entry_name]
-    for key, value in (overrides or {}).items():
-        check_hyperparameter(entry, key, value)
-    resolved = {**entry.defaults, **(overrides or {})}
-    return {key: float(value) if isinstance(entry.defaults[key], float) else value
-            for key, value in resolved.items()}
+    zoo_entry = ZOO[entry_name]
+    where = f"model '{entry_name}'"
+    overrides = dict(overrides or {})
+    selection = {}
+    for kind, registry in KINDS.items():
+        name = overrides.pop(kind, zoo_entry.pieces[kind])
+        if name not in registry:
+            raise UserError(f"{where}: {kind} = {name!r}; valid choices: {', '.join(registry)}")
+        selection[kind] = name
+    kl = overrides.pop("kl", None)
+    fields = settings_fields(selection)
+    values = {}
+    for kind, name in selection.items():
+        values.update(defaults(KINDS[kind][name].Settings))
+    values.update({key: value for key, value in zoo_entry.defaults.items() if key in fields})
+    for key, value in overrides.items():
+        if key not in fields:
+            valid = sorted([*KINDS, "kl", *fields])
+            pieces = ", ".join(f"{kind} {name}" for kind, name in selection.items())
+            raise UserError(f"{where}: hyper-parameter '{key}' is unknown; valid keys: "
+                            f"{', '.join(valid)} (the settings of {pieces})")
+        _, declaration, hints = fields[key]
+        values[key] = check_value(where, key, value, declaration, hints)
+    check_compatible(where, selection, values)
+    return {**selection, "kl": resolve_kl(where, selection, kl), **values}
+
+
+def check_compatible(where: str, selection: dict, values: dict) -> None:
+    layers = ARCHITECTURES[selection["architecture"]].layers
+    objective = OBJECTIVES[selection["objective"]]
+    if objective.layers_supported is not None and layers > objective.layers_supported:
+        raise UserError(f"{where}: objective {selection['objective']} needs one stochastic "
+                        f"layer, and architecture {selection['architecture']} has {layers}")
+    estimator = ESTIMATORS[selection["estimator"]].make
+    if estimator.layers_supported is not None and layers > estimator.layers_supported:
+        raise UserError(f"{where}: estimator {selection['estimator']} supports one stochastic "
+                        f"layer, and architecture {selection['architecture']} has {layers}")
+    if selection["estimator"] == "dreg" and not objective.importance_weighted:
+        raise UserError(f"{where}: estimator dreg is for the IWAE bound; objective "
+                        f"{selection['objective']} is not (use objective = \"iwae\")")
+
+
+def resolve_kl(where: str, selection: dict, requested) -> str:
+    """"closed-form" when the pieces allow it (one layer, the standard normal prior, an
+    estimator that keeps log q's gradient), else "monte-carlo"; a requested value is checked."""
+    closed_form_possible = (ARCHITECTURES[selection["architecture"]].layers == 1
+                            and selection["prior"] == "standard-normal"
+                            and not ESTIMATORS[selection["estimator"]].make.path_derivative)
+    if requested is None:
+        return "closed-form" if closed_form_possible else "monte-carlo"
+    if requested not in KL_CHOICES:
+        raise UserError(f"{where}: kl = {requested!r}; valid choices: {', '.join(KL_CHOICES)}")
+    if requested == "closed-form" and not closed_form_possible:
+        raise UserError(f"{where}: kl = \"closed-form\" needs one stochastic layer, the "
+                        "standard-normal prior and an estimator that keeps log q's gradient; "
+                        "use kl = \"monte-carlo\"")
+    return requested
+
+
+def check_data_fit(hyperparameters: dict, binarize: str) -> str | None:
+    """Why the model's likelihood does not fit data with this binarisation, or None."""
+    name = hyperparameters["likelihood"]
+    piece = LIKELIHOODS[name]
+    settings = piece.Settings(**{key: hyperparameters[key]
+                                 for key in declared(piece.Settings)})
+    likelihood_class = piece.make.__self__
+    return likelihood_class.requirement(binarize, settings)
+
+
+def piece_settings(kind: str, hyperparameters: dict):
+    """The settings dataclass of the `kind` piece a resolved hyper-parameter dict selects."""
+    settings_class = KINDS[kind][hyperparameters[kind]].Settings
+    return settings_class(**{key: hyperparameters[key] for key in declared(settings_class)})
 
 
 def build(entry_name: str, image_shape: tuple[int, int, int],
           hyperparameters: dict | None = None) -> tuple[VAE, Objective]:
     """The model and objective of zoo entry `entry_name` for images of `image_shape`."""
-    entry = ZOO[entry_name]
     hp = resolve_hyperparameters(entry_name, hyperparameters)
-    encoder_class, decoder_class = ARCHITECTURES[entry.architecture]
-    arch_keys = {"mlp": ("hidden", "activation"), "conv": ("channels", "hidden", "activation")}
-    arch = {key: hp[key] for key in arch_keys[entry.architecture]}
-    likelihood = (LIKELIHOODS["gaussian"](hp["gaussian_scale"]) if hp["likelihood"] == "gaussian"
-                  else LIKELIHOODS[hp["likelihood"]]())
-    model = VAE(
-        encoder=encoder_class(image_shape, hp["latent_dim"], **arch),
-        decoder=decoder_class(image_shape, hp["latent_dim"], **arch),
-        likelihood=likelihood,
-        prior=PRIORS[hp["prior"]](),
-        latent_dim=hp["latent_dim"],
-    )
-    settings = {key: hp[key] for key in OBJECTIVE_SETTINGS[entry.objective]}
-    return model, Objective(entry.objective, k=hp["k"], settings=settings)
+    image_shape = tuple(image_shape)
+    networks = ARCHITECTURES[hp["architecture"]].make(
+        image_shape, piece_settings("architecture", hp))
+    likelihood = LIKELIHOODS[hp["likelihood"]].make(piece_settings("likelihood", hp))
+    prior = PRIORS[hp["prior"]].make(networks.latent_dims[-1], image_shape,
+                                     piece_settings("prior", hp))
+    model = VAE(networks, likelihood, prior, kl=hp["kl"])
+    estimator = ESTIMATORS[hp["estimator"]].make()
+    objective = Objective(hp["objective"], piece_settings("objective", hp), estimator,
+                          latent_dim=networks.latent_dims[0])
+    return model, objective
 
 
 def count_parameters(model: nn.Module) -> int:

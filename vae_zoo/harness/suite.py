@@ -17,7 +17,14 @@ from vae_zoo.evaluate import EvalConfig
 from vae_zoo.harness.executors import SlurmOptions
 from vae_zoo.harness.sweeps import entry_of, expand_sweeps
 from vae_zoo.train import LR_SCHEDULES, TrainConfig
-from vae_zoo.zoo import ZOO, is_int, is_number, resolve_hyperparameters
+from vae_zoo.zoo import (
+    ZOO,
+    check_data_fit,
+    is_int,
+    is_number,
+    list_valued_settings,
+    resolve_hyperparameters,
+)
 
 REPO_SUITES = Path(__file__).resolve().parents[2] / "benchmarks" / "suites"
 TOP_LEVEL_KEYS = ("name", "description", "project", "datasets", "models", "seeds", "train",
@@ -134,7 +141,9 @@ def parse_suite(table: dict, path: Path) -> Suite:
         if key not in table:
             raise UserError(f"missing key '{key}'")
     datasets = string_list(table, "datasets")
-    model_names = string_list(table, "models")
+    # "all": every zoo entry, in the registry's order, so a suite that means the whole zoo grows
+    # with it.
+    model_names = list(ZOO) if table["models"] == "all" else string_list(table, "models")
     seeds = table["seeds"]
     if not (isinstance(seeds, list) and seeds and all(is_int(s) and s >= 0 for s in seeds)):
         raise UserError(f"'seeds' = {seeds!r}; expected a list of non-negative integers")
@@ -160,6 +169,13 @@ def parse_suite(table: dict, path: Path) -> Suite:
             raise UserError(f"[model.{model.variant_of}] sweeps into '{model.name}', which is "
                             "also the name of another model in 'models'; rename one of them")
 
+    for dataset, options in resolved_datasets.items():
+        for model in models:
+            problem = check_data_fit(model.hyperparameters, options["binarize"])
+            if problem:
+                raise UserError(f"model '{model.name}' on dataset '{dataset}' (binarize = "
+                                f"\"{options['binarize']}\"): {problem}")
+
     return Suite(
         name=str(table.get("name", path.stem)),
         path=path,
@@ -184,7 +200,8 @@ def check_keys(table: dict, valid, where: str) -> None:
 def string_list(table: dict, key: str) -> list[str]:
     value = table[key]
     if not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
-        raise UserError(f"'{key}' = {value!r}; expected a non-empty list of names")
+        expected = "a non-empty list of names" + (' or "all"' if key == "models" else "")
+        raise UserError(f"'{key}' = {value!r}; expected {expected}")
     if len(set(value)) != len(value):
         raise UserError(f"'{key}' = {value!r} repeats a name")
     return value
@@ -222,8 +239,7 @@ def parse_model(name: str, table: dict) -> list[ModelSpec]:
         hint = ("" if name != entry else
                 f" (a variant needs [model.{name}] with entry = one of the zoo's models)")
         raise UserError(f"unknown model '{entry}'{hint}; valid models: {', '.join(ZOO)}")
-    list_valued = [key for key, default in ZOO[entry].defaults.items()
-                   if isinstance(default, list)]
+    list_valued = list_valued_settings(entry, table)
     models = []
     for variant, overrides, swept in expand_sweeps(name, table, list_valued):
         overrides.pop("entry", None)

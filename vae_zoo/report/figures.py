@@ -84,16 +84,24 @@ def style() -> dict:
     return rc
 
 
-def _new_figure(panels: int, columns: int = 3, panel: tuple = PANEL_INCHES):
-    """A figure on an Agg canvas with a grid of `panels` axes; unused axes hidden."""
+def _new_figure(panels: int, columns: int = 3, panel: tuple = PANEL_INCHES,
+                legend_entries: int = 0):
+    """A figure on an Agg canvas with a grid of `panels` axes; unused axes hidden. It is made
+    tall enough for a figure-level legend of `legend_entries` models."""
     columns = max(1, min(columns, panels))
     rows = math.ceil(panels / columns)
-    figure = Figure(figsize=(panel[0] * columns, panel[1] * rows), dpi=DPI, layout="constrained")
+    height = max(panel[1] * rows, legend_height(legend_entries))
+    figure = Figure(figsize=(panel[0] * columns, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for ax in axes[panels:]:
         ax.set_visible(False)
     return figure, list(axes[:panels])
+
+
+def legend_height(entries: int, row_inches: float = 0.24) -> float:
+    """Inches a one-column legend of `entries` rows and a title takes."""
+    return 0.8 + row_inches * entries if entries else 0.0
 
 
 def _save(figure: Figure, stem: Path, *, vector: bool) -> list[Path]:
@@ -164,7 +172,7 @@ def learning_curves(results: Results, figures_dir: Path, palette: dict) -> Repor
     curves = pd.concat(frames, ignore_index=True)
     datasets = [d for d in results.datasets if d in set(curves["dataset"])]
     with matplotlib.rc_context(style()):
-        figure, axes = _new_figure(len(datasets))
+        figure, axes = _new_figure(len(datasets), legend_entries=curves["model"].nunique())
         for ax, dataset in zip(axes, datasets, strict=True):
             data = curves[curves["dataset"] == dataset]
             models = [m for m in results.models if m in set(data["model"])]
@@ -288,7 +296,7 @@ def rate_distortion(results: Results, figures_dir: Path, palette: dict) -> Repor
     models = [m for m in results.models if m in set(runs["model"])]
     markers = _model_markers(results.models)
     with matplotlib.rc_context(style()):
-        figure, axes = _new_figure(len(datasets))
+        figure, axes = _new_figure(len(datasets), legend_entries=len(models))
         for ax, dataset in zip(axes, datasets, strict=True):
             data = runs[runs["dataset"] == dataset]
             present = [m for m in models if m in set(data["model"])]
@@ -346,7 +354,9 @@ def kl_per_dimension(results: Results, figures_dir: Path, palette: dict) -> Repo
     units["kl_shown"] = units["kl"].clip(lower=KL_FLOOR_NATS)
     datasets = [d for d in results.datasets if d in set(units["dataset"])]
     with matplotlib.rc_context(style()):
-        figure, axes = _new_figure(len(datasets), panel=(5.8, 3.0))  # room for the legend
+        models_shown = units["model"].nunique()  # each panel has its own legend beside it
+        figure, axes = _new_figure(
+            len(datasets), panel=(5.8, max(3.0, legend_height(models_shown, 0.2))))
         for ax, dataset in zip(axes, datasets, strict=True):
             data = units[units["dataset"] == dataset]
             models = [m for m in results.models if m in set(data["model"])]
@@ -448,7 +458,8 @@ def _sweep_figure(
     logarithmic = values[0] > 0 and values[-1] / values[0] > 10
     datasets = [d for d in results.datasets if d in set(runs["dataset"])]
     with matplotlib.rc_context(style()):
-        figure, axes = _new_figure(len(metrics) * len(datasets), columns=len(datasets))
+        figure, axes = _new_figure(len(metrics) * len(datasets), columns=len(datasets),
+                                   legend_entries=len(lines))
         for index, ax in enumerate(axes):
             metric, dataset = metrics[index // len(datasets)], datasets[index % len(datasets)]
             role = SWEPT_METRICS[metric]
