@@ -1,5 +1,5 @@
 """Objectives against known answers: total-correlation estimators on a Gaussian whose total
-correlation is known in closed form, free bits, the warm-up and capacity
+correlation is known in closed form, the DIP penalty, free bits, the warm-up and capacity
 schedules, and the importance-weighted family's special cases."""
 
 import math
@@ -14,6 +14,8 @@ from vae_zoo import objectives, zoo
 from vae_zoo.objectives import (
     CapacitySettings,
     CombinationSettings,
+    Dip2Settings,
+    DipSettings,
     Discriminator,
     FreeBitsSettings,
     GroupedSettings,
@@ -117,6 +119,22 @@ def test_beta_tcvae_with_unit_weights_regularises_by_the_single_sample_kl():
     z = out.z[0]
     single_sample_kl = out.posterior.log_prob(z) - model.prior.log_prob(z)
     assert torch.allclose(terms["loss"], terms["recon"] + single_sample_kl, atol=1e-5)
+
+
+# ---- DIP ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dims", [1, 3, 5])
+def test_dip_penalty_is_zero_at_the_identity(dims):
+    assert objectives.dip_penalty(torch.eye(dims), DipSettings()).item() == 0.0
+
+
+def test_dip_penalty_known_value():
+    covariance = torch.tensor([[2.0, 0.5], [0.5, 1.0]])
+    # λ_od Σ_{i≠j} C_ij² + λ_d Σ_i (C_ii - 1)² = λ_od · 0.5 + λ_d · 1.
+    assert objectives.dip_penalty(covariance, DipSettings()).item() == pytest.approx(
+        10 * 0.5 + 100 * 1.0)
+    assert objectives.dip_penalty(covariance, Dip2Settings()).item() == pytest.approx(
+        10 * 0.5 + 10 * 1.0)
 
 
 # ---- free bits and schedules ----------------------------------------------------------------

@@ -291,6 +291,48 @@ def factor_vae(out: Pass, context: TrainingContext, s: FactorSettings) -> dict[s
             "total_correlation": total_correlation}
 
 
+@dataclass(frozen=True)
+class DipSettings:
+    k: int = setting(1, positive=True, doc="samples of z per image")
+    lambda_od: float = setting(10.0, minimum=0.0, doc="weight of the off-diagonal terms")
+    lambda_d: float = setting(100.0, minimum=0.0, doc="weight of the diagonal terms")
+
+
+def dip_penalty(covariance: Tensor, s: DipSettings) -> Tensor:
+    """λ_od Σ_{i≠j} C_ij² + λ_d Σ_i (C_ii - 1)²: how far C is from the identity."""
+    diagonal = torch.diagonal(covariance)
+    off_diagonal = covariance - torch.diag(diagonal)
+    return s.lambda_od * off_diagonal.pow(2).sum() + s.lambda_d * (diagonal - 1).pow(2).sum()
+
+
+def dip_vae(out: Pass, s: DipSettings, include_posterior_variance: bool) -> dict[str, Tensor]:
+    base = out.posterior.base_dist
+    mean = base.loc  # (B, d)
+    centred = mean - mean.mean(0)
+    covariance = centred.T @ centred / len(mean)  # Cov_x[E_q(z|x)[z]]
+    if include_posterior_variance:
+        covariance = covariance + torch.diag(base.scale.pow(2).mean(0))  # + E_x[Cov_q(z|x)]
+    recon, kl = reconstruction(out), out.kl()
+    return {"loss": recon + kl + dip_penalty(covariance, s), "recon": recon, "kl": kl}
+
+
+def dip_vae_i(out: Pass, context: TrainingContext, s: DipSettings) -> dict[str, Tensor]:
+    """DIP-VAE-I (Kumar et al. 2018): the ELBO plus a penalty pushing the covariance of the
+    posterior means, Cov_x[μ(x)], towards the identity."""
+    return dip_vae(out, s, include_posterior_variance=False)
+
+
+@dataclass(frozen=True)
+class Dip2Settings(DipSettings):
+    lambda_d: float = setting(10.0, minimum=0.0, doc="weight of the diagonal terms")
+
+
+def dip_vae_ii(out: Pass, context: TrainingContext, s: Dip2Settings) -> dict[str, Tensor]:
+    """DIP-VAE-II (Kumar et al. 2018): as DIP-VAE-I, with the covariance of q(z) itself,
+    Cov_x[μ(x)] + E_x[Σ(x)]."""
+    return dip_vae(out, s, include_posterior_variance=True)
+
+
 # ---- the registry and what the training loop calls ------------------------------------------
 
 @dataclass(frozen=True)
@@ -320,6 +362,9 @@ OBJECTIVES: dict[str, ObjectiveSpec] = {
     "beta-tcvae": ObjectiveSpec(beta_tcvae, TcSettings, "Chen et al. 2018", layers_supported=1),
     "factor-vae": ObjectiveSpec(factor_vae, FactorSettings, "Kim & Mnih 2018",
                                 layers_supported=1, auxiliary=discriminator_for),
+    "dip-vae-i": ObjectiveSpec(dip_vae_i, DipSettings, "Kumar et al. 2018", layers_supported=1),
+    "dip-vae-ii": ObjectiveSpec(dip_vae_ii, Dip2Settings, "Kumar et al. 2018",
+                                layers_supported=1),
 }
 
 

@@ -136,6 +136,10 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in [
           objective="beta-tcvae"),
     entry("factor-vae", "total correlation by a discriminator, gamma = 10", "Kim & Mnih 2018",
           objective="factor-vae"),
+    entry("dip-vae-i", "ELBO + covariance of the posterior means towards I",
+          "Kumar et al. 2018", objective="dip-vae-i"),
+    entry("dip-vae-ii", "ELBO + covariance of q(z) towards I", "Kumar et al. 2018",
+          objective="dip-vae-ii"),
 ]}
 
 
