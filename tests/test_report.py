@@ -15,7 +15,7 @@ from report_fixtures import DATASETS, FAILED, FAILED_REASON, MODELS, make_result
 
 from vae_zoo.report import ResultsNotFoundError, build_report
 from vae_zoo.report.figures import sweep_figures
-from vae_zoo.report.tables import Results
+from vae_zoo.report.tables import Results, describe_metric, metric_sort_key
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 REFERENCES = {"digits": {"iwae-k5": {"test_nll": 59.0}, "mlp-vae": {"test_nll": 61.0}}}
@@ -256,3 +256,12 @@ def test_figures_of_variants_whose_names_hold_a_dot_keep_their_own_files(tmp_pat
                for path in _save(Figure(), tmp_path / stem, vector=True)]
     assert written == ["samples-mlp-vae-beta-0.5.png", "samples-mlp-vae-beta-0.5.pdf",
                        "samples-mlp-vae-beta-0.25.png", "samples-mlp-vae-beta-0.25.pdf"]
+
+
+def test_metric_families_have_names_and_a_place_in_the_tables():
+    assert describe_metric("iwae_k50").header() == "IWAE bound k=50 (nats) ↑"
+    assert describe_metric("active_units_z2").header() == "active units z2"
+    assert describe_metric("probe_r2_radius").header() == "probe R² radius ↑"
+    names = ["fid", "active_units_z2", "active_units", "active_units_z1", "test_nll", "zeta"]
+    assert sorted(names, key=metric_sort_key) == [
+        "test_nll", "active_units", "active_units_z1", "active_units_z2", "fid", "zeta"]

@@ -98,7 +98,24 @@ class ConvEncoder(nn.Module):
         return mean, log_var
 
 
-class ConvDecoder(nn.Module):
+class FeatureMapDecoder(nn.Module):
+    """A decoder that maps z (..., latent) through `head` to a small feature map of shape
+    `start`, grows it with `features` and crops it to the image size."""
+
+    image_shape: tuple
+    start: tuple
+    head: nn.Module
+    features: nn.Module
+
+    def forward(self, z: Tensor) -> Tensor:
+        leading = z.shape[:-1]
+        feature_map = self.head(z.reshape(-1, z.shape[-1])).unflatten(-1, self.start)
+        colours, height, width = self.image_shape
+        images = self.features(feature_map)[..., :height, :width]
+        return images.reshape(*leading, colours, height, width)
+
+
+class ConvDecoder(FeatureMapDecoder):
     """Mirror of `ConvEncoder`: grows a small feature map by transposed convolutions, then crops
     to the image size (sides that are not a multiple of 2**layers are rounded up first)."""
 
@@ -114,13 +131,6 @@ class ConvDecoder(nn.Module):
             ACTIVATIONS[activation](),
         )
         self.features = conv_stack([*reversed(channels), colours], activation, transpose=True)
-
-    def forward(self, z: Tensor) -> Tensor:
-        leading = z.shape[:-1]
-        feature_map = self.head(z.reshape(-1, z.shape[-1])).unflatten(-1, self.start)
-        colours, height, width = self.image_shape
-        images = self.features(feature_map)[..., :height, :width]
-        return images.reshape(*leading, colours, height, width)
 
 
 def residual_stage(channels: int, blocks: int, activation: str) -> nn.Sequential:
@@ -163,7 +173,7 @@ class ResNetEncoder(nn.Module):
         return mean, log_var
 
 
-class ResNetDecoder(nn.Module):
+class ResNetDecoder(FeatureMapDecoder):
     """Mirror of `ResNetEncoder`: a small feature map grown by residual stages and stride-2
     transposed convolutions, a 3x3 convolution to the image's channels, cropped to its size."""
 
@@ -184,13 +194,6 @@ class ResNetDecoder(nn.Module):
                        nn.ConvTranspose2d(width_in, width_out, 4, stride=2, padding=1)]
         layers += [ACTIVATIONS[activation](), nn.Conv2d(widths[-1], colours, 3, padding=1)]
         self.features = nn.Sequential(*layers)
-
-    def forward(self, z: Tensor) -> Tensor:
-        leading = z.shape[:-1]
-        feature_map = self.head(z.reshape(-1, z.shape[-1])).unflatten(-1, self.start)
-        colours, height, width = self.image_shape
-        images = self.features(feature_map)[..., :height, :width]
-        return images.reshape(*leading, colours, height, width)
 
 
 @dataclass

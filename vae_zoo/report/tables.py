@@ -69,6 +69,7 @@ METRICS: dict[str, Metric] = {
     "test_kl": Metric("test KL", "nats", None, 2),
     "test_mse": Metric("test MSE", None, "min", 4),
     "active_units": Metric("active units", None, "max", 1),
+    "active_units_z": Metric("active units", None, None, 1),  # family: active_units_z<layer>
     "fid": Metric("FID", None, "min", 2),
     "precision": Metric("precision", None, "max", 3),
     "recall": Metric("recall", None, "max", 3),
@@ -85,12 +86,15 @@ METRICS: dict[str, Metric] = {
 }
 _ORDER = {name: position for position, name in enumerate(METRICS)}
 _IWAE = re.compile(r"^iwae_k(\d+)$")
+_LAYER_UNITS = re.compile(r"^active_units_z(\d+)$")
 
 
 def describe_metric(name: str) -> Metric:
     """The description of a metric; an unknown one is shown generically (no unit, never marked)."""
-    if name in METRICS and name not in ("iwae_k", "probe_r2_"):
+    if name in METRICS and name not in ("iwae_k", "probe_r2_", "active_units_z"):
         return METRICS[name]
+    if match := _LAYER_UNITS.match(name):
+        return Metric(f"active units z{match.group(1)}", None, None, 1)
     if match := _IWAE.match(name):
         return Metric(f"IWAE bound k={match.group(1)}", "nats", "max", 2)
     if name.startswith("probe_r2_"):
@@ -104,6 +108,8 @@ def metric_sort_key(name: str) -> tuple:
         return (_ORDER["iwae_k"], int(match.group(1)), name)
     if name.startswith("probe_r2_"):
         return (_ORDER["probe_r2_"], 0, name)
+    if match := _LAYER_UNITS.match(name):
+        return (_ORDER["active_units_z"], int(match.group(1)), name)
     if name in _ORDER:
         return (_ORDER[name], 0, name)
     return (len(_ORDER), 0, name)
