@@ -109,6 +109,7 @@ def render_page(
         "have the metric. Nats are per image. Each table is also in CSV (raw mean, std and n) "
         "and LaTeX (booktabs) beside its Markdown.",
         "",
+        *_layer_note(results),
     ]
     for table in tables:
         kind = "metrics" if table.kind == "metrics" else "costs"
@@ -161,6 +162,21 @@ def _display_path(results: Results) -> str:
 
 def _relative(path: Path, out_dir: Path) -> str:
     return path.relative_to(out_dir).as_posix()
+
+
+def _layer_note(results: Results) -> list[str]:
+    """Which latents the latent metrics read, when some model has several stochastic layers."""
+    per_layer = [c for c in results.runs.columns if c.startswith("active_units_z")]
+    if not per_layer:
+        return []
+    models = results.runs.dropna(subset=per_layer, how="all")["model"].unique()
+    return [
+        f"Models with several stochastic layers ({', '.join(f'`{m}`' for m in models)}): "
+        "`active units`, the KL per dimension, MIG and the probes read every layer (bottom "
+        "first; a layer above the first at the means of the layers below), `active units z<l>` "
+        "counts layer l alone, and traversals sweep the top layer.",
+        "",
+    ]
 
 
 def _provenance_lines(results: Results) -> list[str]:
