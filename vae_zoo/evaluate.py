@@ -168,9 +168,10 @@ def latent_statistics(model: VAE, images: Tensor, batch_size: int) -> dict:
     mean KL per unit and the per-pixel reconstruction error at the posterior mean."""
     means, kl, squared_error = [], [], 0.0
     for batch in images.split(batch_size):
-        layer_means = model.posterior_means(batch)
+        posterior = model.posterior(batch)  # encoded once for the means and the KL
+        layer_means = model.posterior_means(batch, posterior)
         means.append(torch.cat(layer_means, -1).cpu())
-        kl.append(model.kl_per_dim(batch).double().sum(0).cpu())
+        kl.append(model.kl_per_dim(batch, posterior).double().sum(0).cpu())
         reconstruction = model.decode_mean(layer_means[0])
         squared_error += (reconstruction - batch).double().pow(2).sum().item()
     all_means = torch.cat(means)

@@ -124,23 +124,25 @@ class VAE(nn.Module):
             mean, log_var = encoder(mean)
         return mean, log_var
 
-    def posterior_means(self, x: Tensor) -> list[Tensor]:
-        """The mean of every layer's q, going up through the means: [(B, d_l)]."""
-        mean, _ = self.encoders[0](x)
+    def posterior_means(self, x: Tensor, posterior: Independent | None = None) -> list[Tensor]:
+        """The mean of every layer's q, going up through the means: [(B, d_l)]. `posterior`,
+        q(z₁|x) when already computed, saves encoding x again."""
+        mean = (posterior if posterior is not None else self.posterior(x)).mean
         means = [mean]
         for encoder in self.encoders[1:]:
             mean, _ = encoder(mean)
             means.append(mean)
         return means
 
-    def kl_per_dim(self, x: Tensor) -> Tensor:
+    def kl_per_dim(self, x: Tensor, posterior: Independent | None = None) -> Tensor:
         """KL per latent coordinate of every layer for images (B, C, H, W): (B, Σ d_l); from one
-        sample of z when there is no closed form (see `Pass.kl_per_dim`)."""
+        sample of z when there is no closed form (see `Pass.kl_per_dim`). `posterior` as in
+        `posterior_means`."""
+        posterior = posterior if posterior is not None else self.posterior(x)
         if self.kl == "closed-form":
-            posterior = self.posterior(x)
             prior = self.prior.closed_form(posterior.mean)
             return kl_divergence(posterior.base_dist, prior.base_dist)
-        return self(x, 1).kl_per_dim()
+        return self.sample_pass(x, posterior, 1).kl_per_dim()
 
     def forward(self, x: Tensor, k: int = 1,
                 estimator: Reparameterisation = STANDARD) -> Pass:

@@ -20,7 +20,15 @@ from vae_zoo import estimators, likelihoods, nets, priors
 from vae_zoo.errors import UserError
 from vae_zoo.model import KL_CHOICES, VAE
 from vae_zoo.objectives import OBJECTIVES, Objective
-from vae_zoo.settings import check_value, declared, defaults, is_int, is_number, type_hints
+from vae_zoo.settings import (
+    NoSettings,
+    check_value,
+    declared,
+    defaults,
+    is_int,
+    is_number,
+    type_hints,
+)
 
 __all__ = ["ZOO", "KINDS", "build", "resolve_hyperparameters", "check_data_fit",
            "count_parameters", "is_int", "is_number"]
@@ -43,17 +51,15 @@ ARCHITECTURES = {
     "conv": Piece(nets.build_conv, nets.ConvSettings, "a small DCGAN-style network"),
     "resnet": Piece(nets.build_resnet, nets.ResNetSettings, "He et al. 2016 (residual blocks)"),
 }
+# A likelihood's `make` is its class: `from_settings` builds it, `requirement` checks the data.
 LIKELIHOODS = {
-    "bernoulli": Piece(likelihoods.BernoulliLikelihood.from_settings,
-                       likelihoods.BernoulliLikelihood.Settings, "Kingma & Welling 2014"),
-    "gaussian": Piece(likelihoods.GaussianLikelihood.from_settings,
-                      likelihoods.GaussianSettings,
+    "bernoulli": Piece(likelihoods.BernoulliLikelihood, NoSettings, "Kingma & Welling 2014"),
+    "gaussian": Piece(likelihoods.GaussianLikelihood, likelihoods.GaussianSettings,
                       "Kingma & Welling 2014; dequantisation: Theis et al. 2016"),
-    "continuous-bernoulli": Piece(likelihoods.ContinuousBernoulliLikelihood.from_settings,
+    "continuous-bernoulli": Piece(likelihoods.ContinuousBernoulliLikelihood,
                                   likelihoods.DequantizeSettings,
                                   "Loaiza-Ganem & Cunningham 2019"),
-    "discretised-logistic": Piece(likelihoods.DiscretisedLogisticLikelihood.from_settings,
-                                  likelihoods.DiscretisedLogisticLikelihood.Settings,
+    "discretised-logistic": Piece(likelihoods.DiscretisedLogisticLikelihood, NoSettings,
                                   "Salimans et al. 2017"),
 }
 PRIORS = {
@@ -230,12 +236,8 @@ def resolve_kl(where: str, selection: dict, requested) -> str:
 
 def check_data_fit(hyperparameters: dict, binarize: str) -> str | None:
     """Why the model's likelihood does not fit data with this binarisation, or None."""
-    name = hyperparameters["likelihood"]
-    piece = LIKELIHOODS[name]
-    settings = piece.Settings(**{key: hyperparameters[key]
-                                 for key in declared(piece.Settings)})
-    likelihood_class = piece.make.__self__
-    return likelihood_class.requirement(binarize, settings)
+    likelihood_class = LIKELIHOODS[hyperparameters["likelihood"]].make
+    return likelihood_class.requirement(binarize, piece_settings("likelihood", hyperparameters))
 
 
 def piece_settings(kind: str, hyperparameters: dict):
@@ -251,7 +253,7 @@ def build(entry_name: str, image_shape: tuple[int, int, int],
     image_shape = tuple(image_shape)
     networks = ARCHITECTURES[hp["architecture"]].make(
         image_shape, piece_settings("architecture", hp))
-    likelihood = LIKELIHOODS[hp["likelihood"]].make(piece_settings("likelihood", hp))
+    likelihood = LIKELIHOODS[hp["likelihood"]].make.from_settings(piece_settings("likelihood", hp))
     prior = PRIORS[hp["prior"]].make(networks.latent_dims[-1], image_shape,
                                      piece_settings("prior", hp))
     model = VAE(networks, likelihood, prior, kl=hp["kl"])
