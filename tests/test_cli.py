@@ -74,3 +74,12 @@ def test_a_missing_dataset_exits_2_with_where_it_looked(tmp_path, monkeypatch, c
 def test_unavailable_device_is_bad_input(capsys):
     assert main(["run", "smoke", "--device", "tpu"]) == 2
     assert "expected cpu, cuda or cuda:N" in capsys.readouterr().err
+
+
+def test_the_smoke_report_says_which_latents_hierarchical_models_read(smoke_results, tmp_path):
+    _, results = smoke_results
+    assert main(["report", "smoke", "--results-dir", str(results.parent), "--out",
+                 str(tmp_path), "--wandb", "disabled"]) == 0
+    page = (tmp_path / "smoke" / "README.md").read_text()
+    assert "Models with several stochastic layers (`vae-2layer`, `iwae-2layer`)" in page
+    assert "active units z1" in (tmp_path / "smoke" / "tables" / "circles.md").read_text()
