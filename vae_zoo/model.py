@@ -16,11 +16,12 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Independent, kl_divergence
 
-from vae_zoo.estimators import Reparameterisation, log_mean_exp
+from vae_zoo.estimators import Reparameterisation
 from vae_zoo.likelihoods import diagonal_gaussian
 from vae_zoo.nets import Networks
+from vae_zoo.priors import Prior
 
-__all__ = ["VAE", "Pass", "log_mean_exp"]
+__all__ = ["VAE", "Pass"]
 KL_CHOICES = ("closed-form", "monte-carlo")
 STANDARD = Reparameterisation()
 
@@ -29,7 +30,6 @@ STANDARD = Reparameterisation()
 class Pass:
     """One encoder-decoder pass over a batch with k samples of z per image."""
 
-    posterior: Independent  # q(z₁|x), batch shape (B,), event (d₁,)
     posteriors: list[Independent]  # q(z_l|z_{l-1}) for every layer; batch (B,), then (k, B)
     conditionals: list[Independent]  # p(z_l|z_{l+1}) for l < L; batch (k, B)
     zs: list[Tensor]  # z_l, (k, B, d_l), bottom (nearest the data) first
@@ -41,6 +41,11 @@ class Pass:
     estimator: Reparameterisation
 
     @property
+    def posterior(self) -> Independent:
+        """q(z₁|x), batch shape (B,), event (d₁,)."""
+        return self.posteriors[0]
+
+    @property
     def z(self) -> Tensor:
         """The samples of the first layer (the only one of a one-layer model): (k, B, d₁)."""
         return self.zs[0]
@@ -50,7 +55,7 @@ class Pass:
         "closed-form" (one layer, a prior with a closed form, an estimator that does not stop
         log q's gradient), else the Monte Carlo estimate mean_k[log q(z|x) - log p(z)]."""
         if self.model.kl == "closed-form":
-            return kl_divergence(self.posterior, self.model.prior.closed_form(self.z))
+            return self.model.closed_form_kl_per_dim(self.posterior).sum(-1)
         return (self.log_qz - self.log_pz).mean(0)
 
     def kl_per_dim(self) -> Tensor:
@@ -58,8 +63,7 @@ class Pass:
         model's KL is; otherwise the Monte Carlo estimate of KL(q_i || p_i) between the
         coordinate's posterior and the prior's (or conditional's) one-dimensional marginal."""
         if self.model.kl == "closed-form":
-            prior = self.model.prior.closed_form(self.z)
-            return kl_divergence(self.posterior.base_dist, prior.base_dist)
+            return self.model.closed_form_kl_per_dim(self.posterior)
         parts = []
         for index, (q, z) in enumerate(zip(self.posteriors, self.zs, strict=True)):
             log_q = q.base_dist.log_prob(z)  # (k, B, d)
@@ -80,7 +84,7 @@ class Pass:
 
 
 class VAE(nn.Module):
-    def __init__(self, networks: Networks, likelihood: nn.Module, prior: nn.Module,
+    def __init__(self, networks: Networks, likelihood: nn.Module, prior: Prior,
                  kl: str = "closed-form"):
         super().__init__()
         self.encoders = nn.ModuleList(networks.encoders)
@@ -91,8 +95,7 @@ class VAE(nn.Module):
         self.latent_dims = list(networks.latent_dims)
         if kl not in KL_CHOICES:
             raise ValueError(f"kl = {kl!r}; expected one of {KL_CHOICES}")
-        if kl == "closed-form" and (len(self.latent_dims) > 1
-                                    or prior.closed_form(torch.zeros(1)) is None):
+        if kl == "closed-form" and (len(self.latent_dims) > 1 or not prior.has_closed_form):
             raise ValueError("a closed-form KL needs one stochastic layer and a prior with a "
                              "closed form; use kl = \"monte-carlo\"")
         self.kl = kl
@@ -140,9 +143,14 @@ class VAE(nn.Module):
         `posterior_means`."""
         posterior = posterior if posterior is not None else self.posterior(x)
         if self.kl == "closed-form":
-            prior = self.prior.closed_form(posterior.mean)
-            return kl_divergence(posterior.base_dist, prior.base_dist)
+            return self.closed_form_kl_per_dim(posterior)
         return self.sample_pass(x, posterior, 1).kl_per_dim()
+
+    def closed_form_kl_per_dim(self, posterior: Independent) -> Tensor:
+        """KL(q(z_i|x) || p(z_i)) per coordinate in closed form, (B, d): the factorised
+        posterior and prior compared coordinate by coordinate; its sum is the KL."""
+        prior = self.prior.closed_form(posterior.mean)
+        return kl_divergence(posterior.base_dist, prior.base_dist)
 
     def forward(self, x: Tensor, k: int = 1,
                 estimator: Reparameterisation = STANDARD) -> Pass:
@@ -168,7 +176,7 @@ class VAE(nn.Module):
             log_pz = log_pz + p.log_prob(zs[index])
         decoded = self.decoder(zs[0])  # (k, B, C, H, W)
         return Pass(
-            posterior=posterior, posteriors=posteriors, conditionals=conditionals, zs=zs,
+            posteriors=posteriors, conditionals=conditionals, zs=zs,
             decoded=decoded, log_px_given_z=self.likelihood.log_prob(decoded, x),
             log_pz=log_pz, log_qz=log_qz, model=self, estimator=estimator)
 

@@ -34,7 +34,7 @@ class TrainingContext:
     step: int = 0  # optimiser steps taken before this one
     steps_per_epoch: int = 1
     dataset_size: int = 1  # training images (β-TCVAE's minibatch stratified sampling)
-    auxiliary: nn.Module | None = None  # the objective's second network, if it has one
+    auxiliary: nn.Module | None = None  # the objective's second network (set by `Objective`)
 
     @property
     def epochs_done(self) -> float:

@@ -3,7 +3,8 @@
 A prior gives `log_prob(z)` (summed over the latent dimensions), `marginal_log_prob(z)` (the log
 density of each coordinate under the prior's one-dimensional marginal, used for KL per
 dimension), and `sample`. `closed_form` is the `torch.distributions` object a closed-form KL can
-use, or None when there is none (mixtures), in which case the KL is estimated from samples.
+use, or None when there is none (mixtures, `has_closed_form = False`), in which case the KL is
+estimated from samples.
 A prior that needs the model (VampPrior encodes its pseudo-inputs) gets it through `attach`.
 """
 
@@ -27,17 +28,29 @@ def gaussian_log_density(z: Tensor, mean: Tensor, log_var: Tensor) -> Tensor:
     return -0.5 * (LOG_2PI + log_var + (z - mean).pow(2) * torch.exp(-log_var))
 
 
-class StandardNormalPrior(nn.Module):
+class Prior(nn.Module):
+    """What every prior shares: whether a closed-form KL against it exists (`has_closed_form`,
+    a class attribute, so the zoo can decide the KL without building one) and `attach`, which
+    only a prior that needs the model overrides."""
+
+    has_closed_form = False
+
+    def attach(self, top_posterior: Callable) -> None:
+        pass
+
+    def closed_form(self, like: Tensor) -> Independent | None:
+        return None
+
+
+class StandardNormalPrior(Prior):
     """p(z) = N(0, I)."""
 
     Settings = NoSettings
+    has_closed_form = True
 
     def __init__(self, latent_dim: int, image_shape=None, settings: NoSettings | None = None):
         super().__init__()
         self.latent_dim = latent_dim
-
-    def attach(self, top_posterior: Callable) -> None:
-        pass
 
     def closed_form(self, like: Tensor) -> Independent:
         zeros = like.new_zeros(self.latent_dim)
@@ -58,7 +71,7 @@ class StandardNormalPrior(nn.Module):
                            dtype=like.dtype)
 
 
-class GaussianMixturePrior(nn.Module):
+class GaussianMixturePrior(Prior):
     """A mixture of diagonal Gaussians with learned weights, means and variances:
     p(z) = Σ_c π_c N(z; μ_c, diag σ_c²), equally weighted at the start, with unit variances and
     means drawn from N(0, I) (from the seeded global stream, as every other initial weight)."""
@@ -70,12 +83,6 @@ class GaussianMixturePrior(nn.Module):
         self.means = nn.Parameter(torch.randn(count, latent_dim))
         self.log_vars = nn.Parameter(torch.zeros(count, latent_dim))
         self.logits = nn.Parameter(torch.zeros(count))
-
-    def attach(self, top_posterior: Callable) -> None:
-        pass
-
-    def closed_form(self, like: Tensor) -> None:
-        return None
 
     def components(self) -> tuple[Tensor, Tensor, Tensor]:
         """Means and log-variances (C, d), and log mixture weights (C,)."""
@@ -125,7 +132,7 @@ class VampPrior(GaussianMixturePrior):
     Settings = VampSettings
 
     def __init__(self, latent_dim: int, image_shape, settings: VampSettings):
-        nn.Module.__init__(self)
+        Prior.__init__(self)
         self.latent_dim = latent_dim
         self.pseudo_logits = nn.Parameter(0.01 * torch.randn(settings.pseudo_inputs, *image_shape))
         self.top_posterior: Callable | None = None

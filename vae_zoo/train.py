@@ -114,8 +114,7 @@ def train(
         sums = torch.zeros(3, device=data.device)
         seen = 0
         for index, batch in enumerate(data.train_batches(config.batch_size, generator), 1):
-            context = TrainingContext(step, steps_per_epoch, len(data.train), objective.auxiliary)
-            terms = objective(model, batch, context)
+            terms = objective(model, batch, TrainingContext(step, steps_per_epoch, len(data.train)))
             optimizer.zero_grad(set_to_none=True)
             backward(model, terms)
             optimizer.step()

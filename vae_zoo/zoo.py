@@ -218,10 +218,11 @@ def check_compatible(where: str, selection: dict, values: dict) -> None:
 
 
 def resolve_kl(where: str, selection: dict, requested) -> str:
-    """"closed-form" when the pieces allow it (one layer, the standard normal prior, an
-    estimator that keeps log q's gradient), else "monte-carlo"; a requested value is checked."""
+    """"closed-form" when the pieces allow it (one layer, a prior with a closed form — of ours,
+    the standard normal —, an estimator that keeps log q's gradient), else "monte-carlo"; a
+    requested value is checked."""
     closed_form_possible = (ARCHITECTURES[selection["architecture"]].layers == 1
-                            and selection["prior"] == "standard-normal"
+                            and PRIORS[selection["prior"]].make.has_closed_form
                             and not ESTIMATORS[selection["estimator"]].make.path_derivative)
     if requested is None:
         return "closed-form" if closed_form_possible else "monte-carlo"
