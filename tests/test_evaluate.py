@@ -9,6 +9,7 @@ from vae_zoo import zoo
 from vae_zoo.data import load_dataset
 from vae_zoo.evaluate import (
     EvalConfig,
+    active_unit_metrics,
     evaluate,
     latent_statistics,
     sample_reference,
@@ -116,3 +117,14 @@ def test_traversals_sweep_one_dimension_at_a_time():
     assert sweeps.shape == (3, 4, 1, 8, 8)
     # Each row differs along its sweep; the decoder is linear, so the ends differ the most.
     assert (sweeps[:, 0] - sweeps[:, -1]).abs().sum() > 0
+
+
+def test_active_units_of_a_two_layer_model_are_counted_overall_and_per_layer():
+    model, _ = zoo.build("vae-2layer", (1, 4, 4), {"latent_dim": 3, "top_latent_dim": 2,
+                                                    "hidden": [4], "top_hidden": [4]})
+    # Variance of the posterior means per unit, z1's three units then z2's two.
+    variance = torch.tensor([0.5, 0.001, 0.02, 0.0, 0.3], dtype=torch.float64)
+    assert active_unit_metrics(model, variance) == {
+        "active_units": 3.0, "active_units_z1": 2.0, "active_units_z2": 1.0}
+    one_layer, _ = zoo.build("mlp-vae", (1, 4, 4), {"latent_dim": 5, "hidden": [4]})
+    assert active_unit_metrics(one_layer, variance) == {"active_units": 3.0}
