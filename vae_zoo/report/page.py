@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
 
 from vae_zoo.report.figures import ReportFigure, draw_figures
+from vae_zoo.report.statistics import aggregate, lead
 from vae_zoo.report.tables import (
     Results,
     Table,
-    aggregate,
     describe_metric,
     load_results,
     seed_text,
@@ -219,7 +218,7 @@ def _findings(results: Results, references: dict | None) -> list[str]:
             and describe_metric(m).direction
             and describe_metric(m).group == "quality"
         ]
-        table = aggregate(results, dataset, metrics)
+        table = aggregate(results.runs, results.models_of(dataset), dataset, metrics)
         lines.append(f"**{dataset}**")
         lines.append("")
         for metric in metrics:
@@ -238,40 +237,35 @@ def _findings(results: Results, references: dict | None) -> list[str]:
 def _metric_finding(table: pd.DataFrame, metric: str) -> str | None:
     """`best` model on a metric, its lead over the runner-up, and whether the lead is clear."""
     description = describe_metric(metric)
-    column = f"{metric}_mean"
-    rows = table.dropna(subset=[column])
-    if rows.empty:
+    ahead = lead(table, metric, description.direction)
+    if ahead is None:
         return None
+    rows = table.set_index("model")
     ascending = description.direction == "min"
-    rows = rows.sort_values(column, ascending=ascending, kind="stable")
-    best = rows.iloc[0]
-    tied = rows[rows[column] == best[column]]
-    others = rows[rows[column] != best[column]]
     unit = f" {description.unit}" if description.unit else ""
     text = (
         f"{description.label}{f' ({description.unit})' if description.unit else ''}, "
         f"{'lower' if ascending else 'higher'} is better: "
     )
-    if len(tied) > 1:
-        names = ", ".join(f"`{model}`" for model in tied["model"])
+    best = rows.loc[ahead.best[0]]
+    if len(ahead.best) > 1:
+        names = ", ".join(f"`{model}`" for model in ahead.best)
         text += f"{names} tie for best with {_mean_std(description, best, metric)}"
     else:
-        text += f"`{best['model']}` is best with {_mean_std(description, best, metric)}"
-    if others.empty:
-        return text + ("." if len(tied) > 1 else " (the only model measured).")
-    second = others.iloc[0]
-    gap = abs(best[column] - second[column])
-    spread = best[f"{metric}_std"] + second[f"{metric}_std"]
+        text += f"`{ahead.best[0]}` is best with {_mean_std(description, best, metric)}"
+    if ahead.runner_up is None:
+        return text + ("." if len(ahead.best) > 1 else " (the only model measured).")
+    second = rows.loc[ahead.runner_up]
     text += (
-        f", ahead of `{second['model']}` ({_mean_std(description, second, metric)}) by "
-        f"{description.format(gap)}{unit}"
+        f", ahead of `{ahead.runner_up}` ({_mean_std(description, second, metric)}) by "
+        f"{description.format(ahead.gap)}{unit}"
     )
-    if math.isnan(spread):
+    if ahead.clear is None:
         return text + "; with a single seed the seed spread is unknown."
-    if gap > spread:
-        return text + f", more than their seed spread ({description.format(spread)}): clear."
+    if ahead.clear:
+        return text + f", more than their seed spread ({description.format(ahead.spread)}): clear."
     return text + (
-        f", within their seed spread ({description.format(spread)}): not a clear difference."
+        f", within their seed spread ({description.format(ahead.spread)}): not a clear difference."
     )
 
 

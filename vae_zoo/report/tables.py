@@ -16,12 +16,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from vae_zoo.errors import UserError
+from vae_zoo.report.statistics import FINISHED, aggregate, best_models
 
-FINISHED = "finished"
 RUN_COLUMNS = ["run_id", "dataset", "model", "seed", "status", "reason"]
 SWEEP_PREFIX = "hp_"  # summary.csv columns holding a swept hyper-parameter's value
 
@@ -338,50 +337,6 @@ def _read_summary(path: Path) -> dict[str, dict]:
     return {row["run_id"]: row for row in table.to_dict("records")}
 
 
-# --------------------------------------------------------------------------- aggregation
-
-
-def aggregate(results: Results, dataset: str, metrics: list[str]) -> pd.DataFrame:
-    """One row per model: finished and failed seed counts, then mean/std/n of each metric.
-
-    The standard deviation is the sample one (ddof=1) over finished seeds; NaN with one seed.
-    """
-    runs = results.runs[results.runs["dataset"] == dataset]
-    rows = []
-    for model in results.models_of(dataset):
-        model_runs = runs[runs["model"] == model]
-        finished = model_runs[model_runs["status"] == FINISHED]
-        row = {
-            "dataset": dataset,
-            "model": model,
-            "seeds": len(finished),
-            "failed": len(model_runs) - len(finished),
-        }
-        for metric in metrics:
-            values = finished[metric].dropna() if metric in finished else pd.Series(dtype=float)
-            row[f"{metric}_mean"] = values.mean() if len(values) else np.nan
-            row[f"{metric}_std"] = values.std(ddof=1) if len(values) > 1 else np.nan
-            row[f"{metric}_n"] = len(values)
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def best_models(table: pd.DataFrame, metric: str) -> list[str]:
-    """The models with the best mean on a metric that has a direction (ties all win).
-
-    Nothing is marked when the metric has no better direction or fewer than two models have it.
-    """
-    direction = describe_metric(metric).direction
-    column = f"{metric}_mean"
-    if direction is None or column not in table:
-        return []
-    means = table.set_index("model")[column].dropna()
-    if len(means) < 2:
-        return []
-    best = means.min() if direction == "min" else means.max()
-    return [model for model, mean in means.items() if mean == best]
-
-
 # --------------------------------------------------------------------------- formatting
 
 
@@ -453,7 +408,7 @@ def make_table(
         return None
     referenced = [m for m in referenced if m in metrics]
 
-    raw = aggregate(results, dataset, metrics)
+    raw = aggregate(results.runs, results.models_of(dataset), dataset, metrics)
     for metric in referenced:
         paper = [dataset_references.get(model, {}).get(metric) for model in raw["model"]]
         position = raw.columns.get_loc(f"{metric}_n") + 1
@@ -465,7 +420,7 @@ def make_table(
     bold: dict[str, list[bool]] = {}
     for metric in metrics:
         description = describe_metric(metric)
-        winners = best_models(raw, metric)
+        winners = best_models(raw, metric, description.direction)
         header = description.header()
         cells[header] = [
             format_cell(
