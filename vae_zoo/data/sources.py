@@ -10,8 +10,10 @@ does not depend on the CPU it was loaded on.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,10 +158,14 @@ def idx_dataset(name: str, download: bool) -> Source:
         if files is not None:
             arrays = {key: read_idx(path) for key, path in files.items()}
             break
+    if arrays is None and not download:
+        raise dataset_not_found(name, "downloading is off (download = false)")
     if arrays is None:
-        arrays = download_with_torchvision(name) if download else None
-    if arrays is None:
-        raise dataset_not_found(name, download)
+        try:
+            arrays = download_with_torchvision(name)
+        except (OSError, RuntimeError) as error:  # URLError is an OSError
+            raise dataset_not_found(name, f"the download failed: {download_cause(error)}") \
+                from error
 
     def images(key: str) -> Tensor:
         # Kept as the files store them; torch.tensor copies the read-only buffer of `read_idx`.
@@ -177,17 +183,16 @@ def idx_dataset(name: str, download: bool) -> Source:
     )
 
 
-def download_with_torchvision(name: str) -> dict[str, np.ndarray] | None:
-    """Let torchvision fetch the files into `data_root()`; None when that fails (e.g. offline)."""
+def download_with_torchvision(name: str) -> dict[str, np.ndarray]:
+    """Let torchvision fetch the files into `data_root()`; raises OSError or RuntimeError when
+    that fails (e.g. offline). torchvision's own progress lines go to stderr, so a failure
+    leaves one message (the caller's)."""
     import torchvision
 
     dataset_class = getattr(torchvision.datasets, TORCHVISION_CLASS[name])
-    try:
+    with contextlib.redirect_stdout(sys.stderr):
         train = dataset_class(str(data_root()), train=True, download=True)
         test = dataset_class(str(data_root()), train=False, download=True)
-    except (OSError, RuntimeError) as error:  # URLError is an OSError
-        print(f"warning: downloading {name} failed: {error}")
-        return None
     return {
         "train_images": train.data.numpy(),
         "train_labels": train.targets.numpy(),
@@ -196,10 +201,15 @@ def download_with_torchvision(name: str) -> dict[str, np.ndarray] | None:
     }
 
 
-def dataset_not_found(name: str, download: bool) -> UserError:
+def download_cause(error: BaseException) -> str:
+    """The innermost reason of a failed download, on one line (torchvision wraps the URLError
+    of its last mirror in a multi-line RuntimeError)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+def dataset_not_found(name: str, attempted: str) -> UserError:
     looked = "\n".join(f"  {folder}" for folder in idx_search_dirs(name))
-    attempted = ("and the download failed" if download
-                 else "and downloading is off (download = false)")
     debian = (
         "\n  - on Debian/Ubuntu: apt-get install dataset-fashion-mnist"
         if name == "fashion-mnist"
@@ -207,7 +217,7 @@ def dataset_not_found(name: str, download: bool) -> UserError:
     )
     files = ", ".join(f"{stem}[.gz]" for stem in IDX_FILES.values())
     return UserError(
-        f"dataset '{name}' not found: no IDX files ({files}) in\n{looked}\n{attempted}.\n"
+        f"dataset '{name}' not found: no IDX files ({files}) in\n{looked}\nand {attempted}.\n"
         f"To get it:\n  - run once with internet access (torchvision downloads it into "
         f"{data_root()}),\n  - or put the four files in $VAE_ZOO_DATA/{name}/{debian}"
     )

@@ -276,12 +276,15 @@ class SuiteStore:
             return self._write_table(self.root / "summary.csv", table, IDENTITY_COLUMNS)
 
     def summary_device_class(self) -> str | None:
-        """The device class summary.csv's cells were planned on, when it names exactly one."""
+        """The device class this suite's cells were planned on: the one summary.csv names, or,
+        without a readable summary.csv (after `run --no-wait`, which leaves it to `vae-zoo
+        summary`), the one every run's config.json names. None when there is not exactly one."""
         try:
             with open(self.root / "summary.csv", newline="") as stream:
                 classes = {row.get("device") for row in csv.DictReader(stream)}
         except (OSError, csv.Error, UnicodeDecodeError):
-            return None
+            classes = {(self.read_config(run_id) or {}).get("device")
+                       for run_id in self.run_ids()}
         return classes.pop() if len(classes) == 1 and None not in classes else None
 
     def write_stale(self, rows: list[dict]) -> Path:
