@@ -3,10 +3,21 @@ offline in the tests."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 from pathlib import Path
 
 import pytest
 from idx_fixtures import make_idx_dataset
+
+
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # One intra-op thread per xdist worker: the workers already fill the cores, and OpenMP
+        # threads spinning against each other make tiny models train many times slower.
+        import torch
+
+        torch.set_num_threads(1)
 
 
 @pytest.fixture
@@ -90,16 +101,25 @@ def tiny_results(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="session")
-def smoke_results(tmp_path_factory) -> tuple[int, Path]:
-    """The shipped `smoke` suite run once through the CLI, W&B offline: (exit status, folder)."""
+def smoke_results(tmp_path_factory, worker_id) -> tuple[int, Path]:
+    """The shipped `smoke` suite run once through the CLI, W&B offline: (exit status, folder).
+
+    Once per test session, not once per xdist worker: the first worker to ask runs it in the
+    folder the workers share, under a lock, and the others read its results."""
     from vae_zoo.cli import main
 
-    results = tmp_path_factory.mktemp("smoke-results")
-    patch = pytest.MonkeyPatch()
-    patch.delenv("WANDB_API_KEY", raising=False)
-    patch.setenv("WANDB_MODE", "offline")
-    try:
-        status = main(["run", "smoke", "--results-dir", str(results)])
-    finally:
-        patch.undo()
-    return status, results / "smoke"
+    base = tmp_path_factory.getbasetemp()
+    shared = base if worker_id == "master" else base.parent  # this session's, for every worker
+    with open(shared / "smoke.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results, status_file = shared / "smoke-results", shared / "smoke-status"
+        if not status_file.exists():
+            patch = pytest.MonkeyPatch()
+            patch.delenv("WANDB_API_KEY", raising=False)
+            patch.setenv("WANDB_MODE", "offline")
+            try:
+                status = main(["run", "smoke", "--results-dir", str(results)])
+            finally:
+                patch.undo()
+            status_file.write_text(str(status))
+    return int(status_file.read_text()), results / "smoke"

@@ -160,7 +160,12 @@ def test_digits_load_offline():
     data = load_dataset("digits")
     assert data.image_shape == (1, 8, 8)
     assert len(data.train) + len(data.val) + len(data.test) == 1797
-    assert data.num_classes == 10 and data.test.labels is not None
+    assert data.num_classes == 10
+    # Every image keeps its label through the splits: the label counts are scikit-learn's.
+    from sklearn.datasets import load_digits
+
+    labels = torch.cat([data.train.labels, data.val.labels, data.test.labels])
+    assert labels.bincount().tolist() == np.bincount(load_digits().target).tolist()
 
 
 def test_digits_grey_levels_0_to_16_are_rounded_onto_0_to_255():

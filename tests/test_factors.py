@@ -115,3 +115,97 @@ def test_linear_probe_scores_each_factor_separately_and_is_reproducible():
     assert scores[0] == pytest.approx(1.0, abs=1e-9)
     assert abs(scores[1]) < 0.02
     assert linear_probe_r2(latents, factors, seed=7) == scores
+
+
+def probe_r2_by_hand(latents, factors, seed, train_fraction=0.8):
+    """(held-out R^2, in-sample R^2) per factor of an ordinary least-squares fit with bias, on
+    the split the probe documents: the first round(train_fraction * N) rows of
+    `default_rng(seed).permutation(N)` fit, the rest score (R^2 against their own mean)."""
+    num_rows = len(latents)
+    order = np.random.default_rng(seed).permutation(num_rows)
+    num_train = int(round(train_fraction * num_rows))
+    train, test = order[:num_train], order[num_train:]
+    design = np.column_stack([latents, np.ones(num_rows)])
+    coefficients, *_ = np.linalg.lstsq(design[train], factors[train], rcond=None)
+
+    def r2(rows):
+        residual = factors[rows] - design[rows] @ coefficients
+        centred = factors[rows] - factors[rows].mean(0)
+        return 1 - (residual**2).sum(0) / (centred**2).sum(0)
+
+    return r2(test), r2(train)
+
+
+def overfitting_probe_problem(num_rows=60, num_latents=40):
+    """Many noise latents for few rows: factor 0 is pure noise, factor 1 is latent 0 plus as
+    much noise. A least-squares fit on 48 rows with 41 coefficients fits its own rows well and
+    the held-out rows badly."""
+    rng = np.random.default_rng(5)
+    latents = rng.normal(size=(num_rows, num_latents))
+    factors = np.column_stack([rng.normal(size=num_rows),
+                               latents[:, 0] + rng.normal(size=num_rows)])
+    return latents, factors
+
+
+def test_linear_probe_scores_the_held_out_rows_not_the_rows_it_was_fitted_on():
+    """Known answer: the held-out R^2 of a numpy least-squares fit on the documented seeded split,
+    which here is far below the in-sample R^2 (so scoring the training rows cannot pass)."""
+    latents, factors = overfitting_probe_problem()
+    held_out, in_sample = probe_r2_by_hand(latents, factors, seed=3)
+    assert (in_sample > 0.7).all() and (held_out < in_sample - 0.5).all()  # the problem overfits
+    scores = linear_probe_r2(latents, factors, seed=3)
+    assert scores == pytest.approx(held_out.tolist(), abs=1e-8)
+
+
+def test_linear_probe_seed_chooses_the_split_and_repeats_with_the_same_seed():
+    """Known answer: for each seed the score is the held-out R^2 on `default_rng(seed)`'s split,
+    computed by hand; different seeds give clearly different scores, the same seed the same."""
+    latents, factors = overfitting_probe_problem()
+    by_seed = {}
+    for seed in (0, 1, 2, 3):
+        held_out, _ = probe_r2_by_hand(latents, factors, seed=seed)
+        by_seed[seed] = linear_probe_r2(latents, factors, seed=seed)
+        assert by_seed[seed] == pytest.approx(held_out.tolist(), abs=1e-8), seed
+    for seed in (1, 2, 3):
+        assert abs(by_seed[seed][0] - by_seed[0][0]) > 0.01, seed
+    assert linear_probe_r2(latents, factors, seed=2) == by_seed[2]
+
+
+def test_linear_probe_train_fraction_sets_the_size_of_the_fitting_split():
+    """Known answer: with train_fraction = 0.9 the first 54 of 60 permuted rows fit the probe and
+    the last 6 score it (by hand, as above)."""
+    latents, factors = overfitting_probe_problem()
+    held_out, _ = probe_r2_by_hand(latents, factors, seed=4, train_fraction=0.9)
+    scores = linear_probe_r2(latents, factors, seed=4, train_fraction=0.9)
+    assert scores == pytest.approx(held_out.tolist(), abs=1e-8)
+
+
+def test_factor_metrics_take_tensors_and_one_dimensional_columns_as_numpy_matrices():
+    """A torch tensor and a 1-D array are read as the same (N, D) matrix as the numpy one."""
+    rng = np.random.default_rng(0)
+    factor = rng.uniform(size=200)
+    latents = np.stack([factor * 2 + 1, rng.normal(size=200)], axis=1)
+    assert mutual_information_gap(torch.tensor(latents), factor) == pytest.approx(
+        mutual_information_gap(latents, factor[:, None]))
+    assert linear_probe_r2(torch.tensor(latents), torch.tensor(factor), seed=1) == pytest.approx(
+        linear_probe_r2(latents, factor[:, None], seed=1))
+
+
+@pytest.mark.parametrize("metric", [mutual_information_gap, linear_probe_r2])
+def test_factor_metrics_refuse_mismatched_rows_bad_shapes_and_non_finite_values(metric):
+    good = np.random.default_rng(0).uniform(size=(50, 2))
+    with pytest.raises(ValueError, match="50 rows but factors 49"):
+        metric(good, good[:49])
+    with pytest.raises(ValueError, match=r"latents must be \(N, D\)"):
+        metric(good[:, :, None], good)
+    bad = good.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="factors contains non-finite values"):
+        metric(good, bad)
+
+
+def test_linear_probe_refuses_a_split_that_leaves_fewer_than_two_rows_on_a_side():
+    rows = np.random.default_rng(0).uniform(size=(10, 2))
+    with pytest.raises(ValueError, match="leaves a split empty"):
+        linear_probe_r2(rows, rows, train_fraction=0.9)  # 9 to fit, 1 to score
+    assert len(linear_probe_r2(rows, rows, train_fraction=0.8)) == 2  # 8 and 2 are enough

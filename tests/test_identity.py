@@ -30,9 +30,23 @@ def test_every_cell_of_a_suite_has_its_own_run_id():
 
 
 def test_the_run_id_names_the_cell_and_is_stable(cell):
-    run_id, _ = ids(cell)
+    """The identities are the same in another process, whose `hash()` differs (another
+    PYTHONHASHSEED): results found on disk are found again by the next invocation."""
+    import os
+    import subprocess
+    import sys
+
+    run_id, eval_id = ids(cell)
     assert run_id.startswith(f"{cell.dataset}-{cell.model.name}-s{cell.seed}-")
-    assert ids(cell) == ids(cell)
+    code = ("from vae_zoo.harness import identity\n"
+            "from vae_zoo.harness.suite import load_suite\n"
+            "cell = load_suite('smoke').cells()[0]\n"
+            "training = identity.training_identity(cell, 'data', 'cpu')\n"
+            "print(identity.run_id(cell, identity.digest(training)),\n"
+            "      identity.digest(identity.evaluation_identity(cell, 'cpu')))\n")
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True, env={**os.environ, "PYTHONHASHSEED": "12345"})
+    assert other.stdout.split() == [run_id, eval_id]
 
 
 def test_other_data_is_another_training(cell):

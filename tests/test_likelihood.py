@@ -7,6 +7,8 @@ the VAE's family, so importance sampling with it is exact for any K.
 
 import math
 
+import numpy as np
+import pytest
 import torch
 from torch import nn
 from torch.distributions import MultivariateNormal
@@ -20,6 +22,8 @@ from vae_zoo.metrics.likelihood import (
 from vae_zoo.model import VAE
 from vae_zoo.nets import Networks
 from vae_zoo.priors import StandardNormalPrior
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 IMAGE = (1, 2, 3)  # D = 6
 SIGMA = 0.5
@@ -107,3 +111,47 @@ def test_standard_error_of_the_mean():
     mean, standard_error = mean_and_standard_error(values)
     assert mean == 2.5
     assert math.isclose(standard_error, values.std().item() / 2, rel_tol=1e-6)
+
+
+def test_importance_sampling_is_exact_with_the_exact_posterior_for_every_k_and_chunk():
+    """Known answer: with the exact posterior every importance weight equals p(x), so the
+    log-mean-exp of K of them is log p(x) for any K, however the samples are chunked (a
+    logsumexp would be log p(x) + log K; dividing by the chunk size would be off by a chunk's)."""
+    model, x, exact = linear_gaussian_problem()
+    torch.manual_seed(0)
+    for samples in (2, 5, 50):
+        for chunk in (1, 4, 64):
+            estimate = importance_sampled_log_likelihood(model, x, samples, batch_size=16,
+                                                         chunk=chunk)
+            assert torch.allclose(estimate, exact, atol=1e-6), (samples, chunk)
+
+
+def test_importance_sampling_is_the_log_mean_exp_of_the_weights_of_its_draws():
+    """Known answer: with a poor posterior (unequal weights) and K = 7, the estimate is
+    log((1/7) Σ_k p(x, z_k) / q(z_k|x)) for the very draws z_k it makes (replayed here from the
+    same seed), with the densities written out in numpy."""
+    model, x, _ = linear_gaussian_problem(mean_scale=0.5, var_scale=3.0)
+    samples = 7
+    torch.manual_seed(3)
+    estimate = importance_sampled_log_likelihood(model, x, samples, batch_size=len(x),
+                                                 chunk=samples).numpy()
+    with torch.no_grad():
+        mean, log_var = model.encoder(x)
+        torch.manual_seed(3)
+        z = torch.distributions.Normal(mean, torch.exp(0.5 * log_var)).rsample((samples,))
+    z, mean, var = z.numpy(), mean.numpy(), torch.exp(log_var).numpy()
+    weight = model.decoder.weight.numpy()
+    bias = model.decoder.bias.numpy()
+    pixels = x.flatten(1).numpy()
+
+    def log_normal(value, centre, variance):
+        return -0.5 * (np.log(2 * np.pi * variance) + (value - centre) ** 2 / variance)
+
+    log_px_given_z = log_normal(pixels, z @ weight.T + bias, SIGMA**2).sum(-1)  # (K, N)
+    log_pz = log_normal(z, 0.0, 1.0).sum(-1)
+    log_qz = log_normal(z, mean, var).sum(-1)
+    log_weights = log_px_given_z + log_pz - log_qz
+    assert log_weights.std(0).mean() > 0.5  # the weights differ: K matters
+    top = log_weights.max(0)
+    log_mean_exp = top + np.log(np.exp(log_weights - top).mean(0))
+    np.testing.assert_allclose(estimate, log_mean_exp, atol=1e-8)

@@ -173,11 +173,16 @@ def test_dequantisation_gap_is_small_for_a_wide_density_and_large_for_a_narrow_o
     assert gaps[0.002] > 0.05 * 16  # over 0.05 nats per pixel
 
 
+def gaussian_log_density(mean, x, scale):
+    """log N(x; mean, scale²) per element, written out."""
+    return -0.5 * ((x - mean) / scale) ** 2 - math.log(scale) - 0.5 * math.log(2 * math.pi)
+
+
 def test_without_dequantisation_the_density_is_applied_to_x_as_it_is():
     likelihood = GaussianLikelihood(0.1, dequantize=False)
     x = torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
     means = torch.rand(3, 2, 1, 4, 4, generator=torch.Generator().manual_seed(1))
-    expected = Normal(means, 0.1).log_prob(x).flatten(-3).sum(-1)  # (3, 2)
+    expected = gaussian_log_density(means, x, 0.1).flatten(-3).sum(-1)  # (3, 2)
     assert torch.allclose(likelihood.log_prob(means, x), expected, rtol=1e-6, atol=1e-5)
 
 
@@ -197,7 +202,9 @@ def test_bernoulli_log_prob_is_the_sum_of_pixel_log_probabilities():
 # ---- which data each likelihood fits --------------------------------------------------------
 
 def test_bernoulli_needs_binary_pixels():
-    assert BernoulliLikelihood.requirement("none", NoSettings()) is not None
+    refusal = BernoulliLikelihood.requirement("none", NoSettings())
+    assert refusal.startswith("the Bernoulli likelihood needs binary pixels")
+    assert 'binarize = "dynamic"' in refusal  # and says how to fix it
     assert BernoulliLikelihood.requirement("dynamic", NoSettings()) is None
     assert BernoulliLikelihood.requirement("fixed", NoSettings()) is None
 
@@ -214,8 +221,9 @@ def test_densities_need_grey_levels_and_dequantisation(likelihood, settings):
 
 
 def test_discretised_logistic_needs_grey_levels():
-    assert DiscretisedLogisticLikelihood.requirement("dynamic", NoSettings()) is not None
-    assert DiscretisedLogisticLikelihood.requirement("fixed", NoSettings()) is not None
+    for binarize in ("dynamic", "fixed"):
+        refusal = DiscretisedLogisticLikelihood.requirement(binarize, NoSettings())
+        assert "256 grey levels" in refusal and 'binarize = "none"' in refusal
     assert DiscretisedLogisticLikelihood.requirement("none", NoSettings()) is None
 
 
@@ -237,12 +245,12 @@ def test_check_data_fit_asks_the_resolved_likelihood(overrides, binarize, fits):
 def test_gaussian_likelihood_with_fixed_and_learned_scale():
     mean, x = torch.randn(2, 3, 1, 2, 2), torch.randn(3, 1, 2, 2)
     fixed = GaussianLikelihood(0.5)
-    expected = Normal(mean, 0.5).log_prob(x).flatten(-3).sum(-1)
+    expected = gaussian_log_density(mean, x, 0.5).flatten(-3).sum(-1)
     assert torch.allclose(fixed.log_prob(mean, x), expected, atol=1e-5)
     assert not any(p.requires_grad for p in fixed.parameters())
     learned = GaussianLikelihood("learned")
-    assert learned.log_scale.requires_grad
-    unit = Normal(mean, 1.0).log_prob(x).flatten(-3).sum(-1)
+    assert learned.log_scale.requires_grad  # starting at log σ = 0
+    unit = gaussian_log_density(mean, x, 1.0).flatten(-3).sum(-1)
     assert torch.allclose(learned.log_prob(mean, x), unit, atol=1e-5)
 
 
@@ -251,3 +259,33 @@ def test_softplus_sum_matches_softplus_in_double_precision():
     exact = torch.nn.functional.softplus(values.double()).sum(-1)
     assert torch.allclose(softplus_sum(values).double(), exact, atol=1e-3, rtol=1e-6)
     assert torch.allclose(softplus_sum(values.double()), exact, atol=1e-9)
+
+
+# ---- the Gaussian's mean: what samples and reconstructions show ----------------------------
+
+@pytest.mark.parametrize("scale", [0.05, "learned"])  # learned: σ = 1 at the start
+def test_gaussian_mean_is_the_expectation_of_its_density(scale):
+    """`mean(params)`, the image drawn for samples and reconstructions, is ∫ y p(y | params) dy of
+    the density the model is trained with: the decoder output itself, in the [0, 1] space of the
+    (dequantised) pixels, not squashed, even where it lies outside [0, 1]."""
+    likelihood = GaussianLikelihood(scale, dequantize=False).double()
+    sigma = likelihood.log_scale.exp().item()
+    for location in (-0.2, 0.0, 0.37, 1.1):
+        grid = torch.linspace(location - 12 * sigma, location + 12 * sigma, 200_001,
+                              dtype=torch.float64)
+        density = likelihood.log_density(torch.full_like(grid, location), grid).exp()
+        assert torch.trapezoid(density, grid).item() == pytest.approx(1.0, abs=1e-9)
+        expectation = torch.trapezoid(grid * density, grid).item()
+        mean = likelihood.mean(torch.tensor([location], dtype=torch.float64)).item()
+        assert mean == pytest.approx(expectation, abs=1e-9)
+
+
+def test_discretised_logistic_starts_with_a_scale_of_a_tenth_of_the_pixel_range():
+    """The learned scale starts at 0.1 (PixelCNN++'s order of magnitude): the mass a fresh
+    likelihood gives the level at its location is σ(½·Δ/0.1) - σ(-½·Δ/0.1), Δ = 1/255."""
+    likelihood = DiscretisedLogisticLikelihood()
+    half_bin = 0.5 / 255
+    expected = 1 / (1 + math.exp(-half_bin / 0.1)) - 1 / (1 + math.exp(half_bin / 0.1))
+    location = torch.tensor([[[[128 / 255]]]])
+    assert likelihood.log_prob(location, location).item() == pytest.approx(
+        math.log(expected), rel=1e-5)

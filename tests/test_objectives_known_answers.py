@@ -121,6 +121,41 @@ def test_beta_tcvae_with_unit_weights_regularises_by_the_single_sample_kl():
     assert torch.allclose(terms["loss"], terms["recon"] + single_sample_kl, atol=1e-5)
 
 
+def test_beta_tcvae_total_correlation_is_that_of_the_batch_mixture_of_its_posteriors():
+    # With the batch as the data (N = B) the stratified weights are uniform, so
+    # log q(z_i) = log (1/B) Σ_j q(z_i|x_j) and the marginals likewise per dimension: the TC
+    # term is their difference, written out here with the posteriors' own Normal densities.
+    torch.manual_seed(0)
+    model, _ = zoo.build("beta-tcvae", (1, 4, 4), {"latent_dim": 3, "hidden": [8]})
+    x = (torch.rand(6, 1, 4, 4) < 0.5).float()
+    out = model(x, 1)
+    terms = objectives.beta_tcvae(out, TrainingContext(dataset_size=6), TcSettings())
+    z, base = out.z[0].double(), out.posterior.base_dist
+    density = Normal(base.loc.double()[None], base.scale.double()[None]).log_prob(z[:, None])
+    log_qz = torch.logsumexp(density.sum(-1), 1) - math.log(6)  # (B,)
+    log_marginals = (torch.logsumexp(density, 1) - math.log(6)).sum(-1)
+    assert torch.allclose(terms["total_correlation"].double(), log_qz - log_marginals, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(objectives.OBJECTIVES))
+def test_every_objective_reports_the_reconstruction_and_kl_of_its_pass(name):
+    # The `recon` and `kl` columns of a run's history mean the same for every objective: the
+    # pass's -log p(x|z) averaged over its k samples, and its KL, whatever the loss is.
+    torch.manual_seed(0)
+    model, _ = zoo.build("mlp-vae", (1, 4, 4), {"latent_dim": 2, "hidden": [8]})
+    x = (torch.rand(6, 1, 4, 4) < 0.5).float()
+    spec = objectives.OBJECTIVES[name]
+    objective = Objective(name, spec.Settings(), latent_dim=2)
+    context = TrainingContext(dataset_size=100)
+    torch.manual_seed(1)
+    terms = objective(model, x, context)
+    torch.manual_seed(1)
+    out = model(x, objective.k, objective.estimator)
+    assert torch.allclose(terms["recon"], -out.log_px_given_z.mean(0))
+    assert torch.allclose(terms["kl"], out.kl())
+    assert terms["loss"].shape == (6,)
+
+
 # ---- DIP ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dims", [1, 3, 5])
@@ -129,12 +164,12 @@ def test_dip_penalty_is_zero_at_the_identity(dims):
 
 
 def test_dip_penalty_known_value():
-    covariance = torch.tensor([[2.0, 0.5], [0.5, 1.0]])
-    # λ_od Σ_{i≠j} C_ij² + λ_d Σ_i (C_ii - 1)² = λ_od · 0.5 + λ_d · 1.
+    covariance = torch.tensor([[3.0, 0.5], [0.5, 0.5]])
+    # λ_od Σ_{i≠j} C_ij² + λ_d Σ_i (C_ii - 1)² = λ_od · 0.5 + λ_d · (4 + 0.25).
     assert objectives.dip_penalty(covariance, DipSettings()).item() == pytest.approx(
-        10 * 0.5 + 100 * 1.0)
+        10 * 0.5 + 100 * 4.25)
     assert objectives.dip_penalty(covariance, Dip2Settings()).item() == pytest.approx(
-        10 * 0.5 + 10 * 1.0)
+        10 * 0.5 + 10 * 4.25)
 
 
 # ---- free bits and schedules ----------------------------------------------------------------

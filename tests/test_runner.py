@@ -3,9 +3,13 @@
 import csv
 import json
 
+import pytest
+
 from vae_zoo.cli import main
 from vae_zoo.harness.runner import RunOptions, run_suite
 from vae_zoo.harness.suite import load_suite
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # Measurements of cost, not results: they vary from run to run.
 TIMING = {"train_seconds", "train_images_per_s", "eval_seconds", "peak_memory_mb"}
@@ -82,14 +86,17 @@ def test_run_files_follow_the_documented_format(tiny_suite, tmp_path):
 
 
 def cli_process(suite_path, results):
-    """`vae-zoo run` in its own process group (so it can be killed with its children)."""
+    """`vae-zoo run` in its own process group (so it can be killed with its children), with one
+    OpenMP thread (as `one_thread` gives the tests in this process)."""
+    import os
     import subprocess
     import sys
 
     return subprocess.Popen(
         [sys.executable, "-m", "vae_zoo.cli", "run", str(suite_path), "--results-dir",
          str(results), "--wandb", "disabled"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def complete_runs(results):
@@ -176,3 +183,69 @@ def test_a_failed_cell_is_retried_on_the_next_invocation(tiny_suite, tmp_path, c
         == 0
     (line,) = [line for line in capsys.readouterr().out.splitlines() if "circles-iwae" in line]
     assert line.startswith("failed ") and "the last attempt failed (DivergenceError" in line
+
+
+# --- record_failure: cells of a worker process that died -----------------------------------------
+
+
+def planned_tasks(suite_path, results):
+    """The tiny suite's planned cells as the tasks a worker would get."""
+    from vae_zoo.harness.planner import plan_suite
+    from vae_zoo.harness.runner import CellTask
+    from vae_zoo.harness.store import SuiteStore
+
+    suite = load_suite(str(suite_path))
+    store = SuiteStore(results / suite.name)
+    plan = plan_suite(suite, store, "cpu")
+    return store, [CellTask(planned, store.root, "cpu", suite.project, "disabled")
+                   for planned in plan.cells]
+
+
+def test_record_failure_writes_a_failed_run_with_its_reason_and_traceback(tiny_suite, tmp_path):
+    from vae_zoo.harness.runner import record_failure
+
+    store, (task, _) = planned_tasks(tiny_suite, tmp_path)
+    record = record_failure(task, "worker job died: UncompletedJobError: killed", "Traceback: x")
+    assert record["status"] == "failed"
+    written = store.read_metrics(task.run_id)
+    assert written["status"] == "failed" and written["eval_id"] == task.planned.eval_id
+    assert written["reason"] == "worker job died: UncompletedJobError: killed"
+    assert written["metrics"] == {}
+    assert (store.run_dir(task.run_id) / "error.txt").read_text() == "Traceback: x"
+    assert store.read_config(task.run_id)["run_id"] == task.run_id
+    assert store.read_training(task.run_id)["status"] == "failed"
+    assert not store.training_finished(task.run_id)
+
+
+def test_record_failure_keeps_a_finished_training_for_the_next_evaluation(tiny_results,
+                                                                          tmp_path):
+    """A worker that died while re-evaluating a finished training leaves the run as it was:
+    the next invocation evaluates the stored checkpoint again instead of training."""
+    import shutil
+
+    from vae_zoo.harness.planner import EVALUATE
+    from vae_zoo.harness.runner import record_failure
+
+    suite_path, results = tiny_results
+    shutil.copytree(results, tmp_path / "results")
+    changed = tmp_path / "tiny.toml"
+    changed.write_text(suite_path.read_text().replace("nll_samples = 20", "nll_samples = 30"))
+    store, (task, _) = planned_tasks(changed, tmp_path / "results")
+    assert task.planned.action == EVALUATE
+    before = {path.name: path.read_bytes() for path in store.run_dir(task.run_id).iterdir()}
+    assert record_failure(task, "worker job died: killed", "Traceback")["status"] == "failed"
+    after = {path.name: path.read_bytes() for path in store.run_dir(task.run_id).iterdir()}
+    assert after == before
+    _, (again, _) = planned_tasks(changed, tmp_path / "results")
+    assert again.planned.action == EVALUATE and not again.planned.failed
+
+
+def test_record_failure_leaves_a_cell_that_another_process_is_running_alone(tiny_suite,
+                                                                          tmp_path):
+    from vae_zoo.harness.runner import record_failure
+
+    store, (task, _) = planned_tasks(tiny_suite, tmp_path)
+    with store.claim(task.run_id) as claimed:  # e.g. a second `vae-zoo run` on these results
+        assert claimed
+        record_failure(task, "worker job died: killed", "Traceback")
+    assert not store.run_dir(task.run_id).exists()

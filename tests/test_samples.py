@@ -48,10 +48,14 @@ def half_bright_images(num_images: int, seed: int, side: int = 8):
 # --- Fréchet distance -------------------------------------------------------------------------
 
 
-def test_frechet_distance_of_a_set_with_itself_is_zero():
+def test_frechet_distance_of_a_set_with_itself_is_zero_and_of_a_tiny_shift_its_square():
     features = torch.randn(2_000, 16, generator=generator(0)) @ torch.randn(16, 16)
     assert frechet_distance(features, features) == pytest.approx(0.0, abs=1e-6)
-    assert frechet_distance(features, features) >= 0.0
+    # The clamp at 0 only absorbs rounding: a copy shifted by δ, |δ|² = 16 · 2.5e-3² = 1e-4,
+    # is at |δ|² (equal covariances), however small.
+    shift = torch.full((16,), 2.5e-3, dtype=torch.float64)
+    assert frechet_distance(features.double(), features.double() + shift) == pytest.approx(
+        1e-4, rel=1e-4)
 
 
 def test_frechet_distance_grows_with_the_scale_of_added_noise():
@@ -213,3 +217,15 @@ def test_feature_net_training_is_deterministic_given_the_seed():
     other = train_feature_net(images, labels, 2, epochs=2, seed=4).state_dict()
     assert all(torch.equal(first[name], second[name]) for name in first)
     assert not all(torch.equal(first[name], other[name]) for name in first)
+
+
+@pytest.mark.parametrize("images, batch, epochs", [
+    (1000, 128, 188),  # 8 steps per epoch (the last one partial): ⌈1500 / 8⌉ epochs
+    (1024, 128, 188),  # exactly 8 steps
+    (60000, 128, 4),  # 469 steps per epoch: ⌈1500 / 469⌉ = 4
+    (600000, 128, 3),  # at least MIN_EPOCHS
+])
+def test_feature_net_trains_for_at_least_1500_steps_and_3_epochs(images, batch, epochs):
+    from vae_zoo.metrics.samples import default_epochs
+
+    assert default_epochs(images, batch) == epochs

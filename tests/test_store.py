@@ -7,7 +7,7 @@ import socket
 import numpy as np
 import pytest
 
-from vae_zoo.harness.store import SuiteStore, read_arrays, write_atomic
+from vae_zoo.harness.store import SuiteStore, process_alive, read_arrays, write_atomic
 
 
 def record(run_id, status="finished", **metrics):
@@ -116,6 +116,65 @@ def test_a_complete_staged_run_of_a_killed_process_is_put_in_place(tmp_path):
     assert store.remove_abandoned_staging() == 2
     assert store.is_finished("r1") and not (store.run_dir("r1") / ".staged").exists()
     assert not store.run_dir("r2").exists() and not partial.exists()
+
+
+def test_a_complete_staged_run_of_a_killed_process_never_replaces_a_run_in_place(tmp_path):
+    """A dead process's complete staging folder whose run directory exists again (the cell was
+    rerun since) is deleted: the run in place is the newer one and stays as it is."""
+    import subprocess
+    import sys
+
+    store = SuiteStore(tmp_path)
+    store.write_run("r1", config=config("r1"), record=record("r1", test_elbo=-1.0),
+                    files=training())
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    stale = store.runs / f".staging@{socket.gethostname()}@{dead}@r1-abcd1234"
+    stale.mkdir()
+    (stale / "metrics.json").write_text(json.dumps(record("r1", test_elbo=-9.0)))
+    (stale / ".staged").touch()
+    assert store.remove_abandoned_staging() == 1
+    assert not stale.exists()
+    assert store.read_metrics("r1")["metrics"]["test_elbo"] == -1.0
+
+
+def test_staging_folders_of_live_processes_and_of_other_hosts_are_left_alone(tmp_path):
+    """Only this host's dead processes are known to be gone: a folder of a running process, or
+    of any process of another host (which cannot be asked), is not touched."""
+    import subprocess
+
+    store = SuiteStore(tmp_path)
+    live = subprocess.Popen(["sleep", "60"])
+    try:
+        running = store.runs / f".staging@{socket.gethostname()}@{live.pid}@r1-abcd1234"
+        elsewhere = store.runs / f".staging@another-host@{live.pid + 1}@r2-abcd1234"
+        for folder in (running, elsewhere):
+            folder.mkdir(parents=True)
+            (folder / "metrics.json").write_text(json.dumps(record("r")))
+            (folder / ".staged").touch()
+        assert store.remove_abandoned_staging() == 0
+        assert running.is_dir() and elsewhere.is_dir()
+        assert not store.run_dir("r1").exists() and not store.run_dir("r2").exists()
+    finally:
+        live.kill()
+        live.wait()
+    assert store.remove_abandoned_staging() == 1  # its process is gone now
+    assert store.is_finished("r1") and elsewhere.is_dir()
+
+
+def test_process_alive_tells_a_running_process_from_one_that_exited():
+    import os
+    import subprocess
+
+    live = subprocess.Popen(["sleep", "60"])
+    try:
+        assert process_alive(live.pid)
+    finally:
+        live.kill()
+        live.wait()
+    assert not process_alive(live.pid)
+    assert process_alive(os.getpid())
+    assert process_alive(1)  # init: alive even where signalling it is not permitted
 
 
 def test_a_reevaluation_keeps_the_training_files_and_archives_the_old_evaluation(tmp_path):

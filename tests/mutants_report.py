@@ -1,0 +1,204 @@
+"""Write the outcome of the last `mutmut run` as Markdown (`make mutants` → docs/mutants.md).
+
+Every mutant that no test killed is listed with its diff. A survivor is either *explained* — it
+matches an entry of EQUIVALENT below, which says why the change cannot alter a reported number —
+or *unexplained*, and then this script exits 1: write the test that kills it, or, when it truly
+cannot change a number, add it to EQUIVALENT with the reason.
+
+An entry matches on the module and the changed line's text before and after (whitespace
+stripped), not on mutmut's mutant number, so it keeps matching when code above it moves.
+
+Usage: python tests/mutants_report.py [OUTPUT.md]   (run from the repository root, after
+`mutmut run`)
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+MUTMUT = [sys.executable, "-m", "mutmut"]
+
+DEVICE = ("device placement: on the CPU, where the tests run, every tensor is on the one device; "
+          "on a GPU a tensor on the wrong device is an error that stops the run, never a "
+          "different number")
+DTYPE = ("the default dtype is float32, the dtype of every model and image the harness makes; "
+         "the mutant differs only for a float64 `like`, which no caller passes")
+
+# (module file, line before, line after, why no reported number can change)
+EQUIVALENT: list[tuple[str, str, str, str]] = [
+    # ---- objectives
+    ("vae_zoo/objectives.py",
+     "below = kl_per_dim.mean(0) < s.free_bits  # (d,)",
+     "below = kl_per_dim.mean(0) <= s.free_bits  # (d,)",
+     "differs only when a dimension's batch-mean KL equals λ exactly; then the batch's loss "
+     "(its mean over images) is the same either way: Σ_i λ = Σ_i KL_i"),
+    ("vae_zoo/objectives.py",
+     "penalty = torch.where(below, torch.full_like(kl_per_dim, s.free_bits), kl_per_dim).sum(-1)",
+     "penalty = torch.where(below, torch.full_like(kl_per_dim, s.free_bits), kl_per_dim).sum(+1)",
+     "the tensor is (batch, d): dimension 1 is dimension -1"),
+    ("vae_zoo/objectives.py",
+     "log_qz_given_x = base.log_prob(z).sum(-1)",
+     "log_qz_given_x = base.log_prob(z).sum(+1)",
+     "the tensor is (batch, d): dimension 1 is dimension -1"),
+    ("vae_zoo/objectives.py",
+     "combined = s.beta * log_w.mean(0) + (1 - s.beta) * log_mean_exp(log_w, 0)",
+     "combined = s.beta * log_w.mean(0) + (1 - s.beta) * log_mean_exp(log_w, )",
+     "log_mean_exp's default dimension is 0"),
+    # ---- likelihoods
+    ("vae_zoo/likelihoods.py", "right = (upper + lower) > 0", "right = (upper + lower) >= 0",
+     "which side of the logistic log(σ(u) - σ(l)) is computed on: both sides give the same "
+     "value; the side only guards against cancellation far in a tail, not at 0"),
+    ("vae_zoo/likelihoods.py", "right = (upper + lower) > 0", "right = (upper + lower) > 1",
+     "which side of the logistic log(σ(u) - σ(l)) is computed on: for (u + l) in (0, 1] both "
+     "sigmoids are near ½ and both sides are exact to float precision"),
+    ("vae_zoo/likelihoods.py",
+     "interior = log_high + torch.log(-torch.expm1(torch.clamp(log_low - log_high, max=-1e-12)))",
+     "interior = log_high + torch.log(-torch.expm1(torch.clamp(log_low - log_high, max=+1e-12)))",
+     "a guard for a bin whose mass underflows (log_low == log_high), which needs a scale over "
+     "1e9 bin widths; a bin's log_low - log_high is otherwise far below -1e-12"),
+    ("vae_zoo/likelihoods.py",
+     "return torch.where(x < half_bin, first, torch.where(x > 1 - half_bin, last, interior))",
+     "return torch.where(x <= half_bin, first, torch.where(x > 1 - half_bin, last, interior))",
+     "pixels are on the grid k/255, never at half a bin (1/510)"),
+    ("vae_zoo/likelihoods.py",
+     "return torch.where(x < half_bin, first, torch.where(x > 1 - half_bin, last, interior))",
+     "return torch.where(x < half_bin, first, torch.where(x >= 1 - half_bin, last, interior))",
+     "pixels are on the grid k/255, never at 1 - 1/510"),
+    # ---- priors
+    ("vae_zoo/priors.py",
+     "return means[chosen] + torch.exp(0.5 * log_vars[chosen]) * noise",
+     "return means[chosen] - torch.exp(0.5 * log_vars[chosen]) * noise",
+     "the noise is N(0, I), symmetric: μ - σε has the same distribution as μ + σε"),
+    ("vae_zoo/priors.py",
+     "means, log_vars, log_weights = (t.to(like.device) for t in self.components())",
+     "means, log_vars, log_weights = (t.to(None) for t in self.components())",
+     DEVICE),
+    ("vae_zoo/priors.py",
+     "noise = torch.randn(count, self.latent_dim, generator=generator, device=like.device,",
+     "noise = torch.randn(count, self.latent_dim, generator=generator, device=None,", DEVICE),
+    ("vae_zoo/priors.py",
+     "noise = torch.randn(count, self.latent_dim, generator=generator, device=like.device, / "
+     "dtype=like.dtype)",
+     "noise = torch.randn(count, self.latent_dim, generator=generator, dtype=like.dtype)",
+     DEVICE),
+    ("vae_zoo/priors.py", "dtype=like.dtype)", "dtype=None)", DTYPE),
+    ("vae_zoo/priors.py", "dtype=like.dtype)", ")", DTYPE),
+    # ---- the report's statistics
+    ("vae_zoo/report/statistics.py",
+     'values = finished[metric].dropna() if metric in finished else pd.Series(dtype=float)',
+     'values = finished[metric].dropna() if metric in finished else pd.Series(dtype=None)',
+     "an empty series either way: mean NaN, n 0"),
+    ("vae_zoo/report/statistics.py",
+     'row[f"{metric}_mean"] = values.mean() if len(values) else np.nan',
+     'row[f"{metric}_mean"] = values.mean() if (len(values)) or True else np.nan',
+     "pandas' mean of no values is NaN too"),
+    ("vae_zoo/report/statistics.py",
+     'row[f"{metric}_std"] = values.std(ddof=1) if len(values) > 1 else np.nan',
+     'row[f"{metric}_std"] = values.std(ddof=1) if (len(values) > 1) or True else np.nan',
+     "pandas' sample std (ddof=1) of fewer than two values is NaN too"),
+    ("vae_zoo/report/statistics.py",
+     'row[f"{metric}_std"] = values.std(ddof=1) if len(values) > 1 else np.nan',
+     'row[f"{metric}_std"] = values.std(ddof=1) if len(values) >= 1 else np.nan',
+     "pandas' sample std (ddof=1) of one value is NaN too"),
+    ("vae_zoo/report/statistics.py", "return table.iloc[0:0]", "return table.iloc[1:0]",
+     "both are the table's empty slice"),
+    ("vae_zoo/report/statistics.py",
+     'return rows.sort_values(column, ascending=direction == "min", kind="stable")',
+     'return rows.sort_values(column, ascending=direction == "min", kind="STABLE")',
+     "numpy reads the sort kind case-insensitively"),
+]
+
+KILLED = {"killed", "timeout", "segfault", "caught by type check"}
+
+
+def mutmut(*args: str) -> str:
+    done = subprocess.run([*MUTMUT, *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"mutmut {' '.join(args)} failed:\n{done.stderr[-2000:]}")
+    return done.stdout
+
+
+def statuses() -> dict[str, str]:
+    """Every mutant of the last run: name → status (killed, survived, no tests, ...)."""
+    found = {}
+    for line in mutmut("results", "--all", "true").splitlines():
+        match = re.match(r"\s*(\S+): (.+)$", line)
+        if match:
+            found[match.group(1)] = match.group(2).strip()
+    return found
+
+
+def changed_lines(diff: str) -> tuple[str, str, str]:
+    """(module file, line before, line after) of a one-change mutant's diff."""
+    path = re.search(r"^--- (\S+)", diff, re.M).group(1)
+    before = [line[1:].strip() for line in diff.splitlines()
+              if line.startswith("-") and not line.startswith("---")]
+    after = [line[1:].strip() for line in diff.splitlines()
+             if line.startswith("+") and not line.startswith("+++")]
+    return path, " / ".join(before), " / ".join(after)
+
+
+def explanation(path: str, before: str, after: str) -> str | None:
+    for module, old, new, reason in EQUIVALENT:
+        if path == module and before == old and after == new:
+            return reason
+    return None
+
+
+def module_of(name: str) -> str:
+    return name.split(".x_")[0].rsplit(".", 1)[0] if ".x_" in name else name.rsplit(".", 2)[0]
+
+
+def main(output: Path) -> int:
+    results = statuses()
+    if not results:
+        sys.exit("no mutmut results: run `mutmut run` first (make mutants)")
+    per_module: dict[str, Counter] = {}
+    explained, unexplained = [], []
+    for name, status in sorted(results.items()):
+        counts = per_module.setdefault(module_of(name), Counter())
+        if status in KILLED:
+            counts["killed"] += 1
+            continue
+        diff = mutmut("show", name).split("\n", 1)[1].strip()
+        path, before, after = changed_lines(diff)
+        reason = explanation(path, before, after)
+        counts["equivalent" if reason else "unexplained"] += 1
+        (explained if reason else unexplained).append((name, status, diff, reason))
+
+    lines = ["# Mutation testing: the last `make mutants`", "",
+             "Generated by `tests/mutants_report.py` from mutmut's results; how to read it: "
+             "README, *Development*.", "",
+             "| module | mutants | killed | equivalent (explained) | unexplained |",
+             "|---|---:|---:|---:|---:|"]
+    for module, counts in sorted(per_module.items()):
+        lines.append(f"| `{module}` | {sum(counts.values())} | {counts['killed']} | "
+                     f"{counts['equivalent']} | {counts['unexplained']} |")
+    total = Counter()
+    for counts in per_module.values():
+        total.update(counts)
+    lines.append(f"| **all** | {sum(total.values())} | {total['killed']} | "
+                 f"{total['equivalent']} | {total['unexplained']} |")
+    lines += ["", f"## Unexplained survivors ({len(unexplained)})", ""]
+    lines += ["None: every mutant that could change a reported number is killed by a test."
+              if not unexplained else
+              "Each needs a test that kills it, or an entry in EQUIVALENT with its reason."]
+    for name, status, diff, _ in unexplained:
+        lines += ["", f"### `{name}` ({status})", "", "```diff", diff, "```"]
+    lines += ["", f"## Equivalent survivors ({len(explained)})", "",
+              "Changes no test can see because no reported number depends on them."]
+    for name, status, diff, reason in explained:
+        lines += ["", f"### `{name}` ({status})", "", f"Why harmless: {reason}", "",
+                  "```diff", diff, "```"]
+    output.write_text("\n".join(lines) + "\n")
+    print(f"{sum(total.values())} mutants: {total['killed']} killed, {total['equivalent']} "
+          f"equivalent, {total['unexplained']} unexplained → {output}")
+    return 1 if unexplained else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/mutants.md")))

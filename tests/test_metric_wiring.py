@@ -1,0 +1,366 @@
+"""How `vae_zoo.evaluate` wires its metrics, on models built so that every answer is known.
+
+Each test pins one piece of wiring that a plausible one-line slip would break without changing
+any shape or making a value non-finite: which split a metric reads, whether a variance or a
+standard deviation is thresholded, what an error is averaged over, what a traversal moves, and
+whether samples of binary data are binary. `tests/planted_bugs.py` plants those slips and checks
+that these tests catch them.
+
+The models are hand-made:
+- `ConstantLogits`, a Bernoulli decoder that ignores z: p(x|z) = p(x), so with q(z|x) = p(z)
+  (`PriorEncoder`) every importance weight p(x, z) / q(z|x) equals p(x) exactly, for any K;
+- `ScaledPixelEncoder`, posterior means that are a chosen multiple of one pixel, so their
+  variance across images is known before the model runs;
+- `RecordingLinearDecoder`, which keeps the codes it is asked to decode.
+Expected values are computed with numpy (and scipy for a matrix square root) from the images.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from torch import nn
+
+from vae_zoo import zoo
+from vae_zoo.data import ImageData, Split
+from vae_zoo.evaluate import (
+    ACTIVE_UNIT_THRESHOLD,
+    EvalConfig,
+    active_unit_metrics,
+    draw_samples,
+    evaluate,
+    latent_statistics,
+    sample_reference,
+    traversals,
+)
+from vae_zoo.likelihoods import BernoulliLikelihood
+from vae_zoo.model import VAE
+from vae_zoo.nets import Networks
+from vae_zoo.priors import StandardNormalPrior
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+IMAGE = (1, 4, 4)
+PIXELS = math.prod(IMAGE)
+
+
+def quiet(line: str) -> None:
+    pass
+
+
+def binary_pixels(count: int, on_probability, seed: int, shape=IMAGE) -> torch.Tensor:
+    """uint8 pixels of 0 or 255, each on with `on_probability` (a number or one per pixel)."""
+    rng = np.random.default_rng(seed)
+    on = rng.uniform(size=(count, *shape)) < np.broadcast_to(on_probability, shape)
+    return torch.from_numpy(on.astype(np.uint8) * 255)
+
+
+def made_data(test_pixels, val_pixels, binarize="fixed") -> ImageData:
+    """A dataset with exactly these test and validation pixels (training = validation)."""
+    return ImageData("made", train=Split(val_pixels.clone()), val=Split(val_pixels),
+                     test=Split(test_pixels), binarize=binarize)
+
+
+class PriorEncoder(nn.Module):
+    """q(z|x) = N(0, I) = p(z) for every image."""
+
+    def __init__(self, latent: int):
+        super().__init__()
+        self.latent = latent
+
+    def forward(self, x):
+        zeros = x.new_zeros(len(x), self.latent)
+        return zeros, zeros
+
+
+class ConstantLogits(nn.Module):
+    """A decoder that ignores z: the same Bernoulli logits (C, H, W) for every code."""
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.register_buffer("logits", logits)
+
+    def forward(self, z):
+        return self.logits.expand(*z.shape[:-1], *self.logits.shape)
+
+
+def pixel_logits() -> torch.Tensor:
+    return torch.linspace(-2.0, 2.0, PIXELS).reshape(IMAGE)
+
+
+def constant_model(latent: int = 2) -> VAE:
+    networks = Networks([PriorEncoder(latent)], [], ConstantLogits(pixel_logits()), [latent])
+    return VAE(networks, BernoulliLikelihood(), StandardNormalPrior(latent)).eval()
+
+
+def bernoulli_log_px(pixels: torch.Tensor, logits: torch.Tensor) -> np.ndarray:
+    """log p(x) per image under independent Bernoulli pixels with these logits, in float64."""
+    x = pixels.numpy().reshape(len(pixels), -1) / 255.0
+    p = 1.0 / (1.0 + np.exp(-logits.double().numpy().reshape(-1)))
+    return (x * np.log(p) + (1 - x) * np.log1p(-p)).sum(1)
+
+
+# --- likelihood: the split it reads, and log-mean-exp over K samples -------------------------
+
+
+def test_nll_and_iwae_bounds_are_log_px_of_the_first_test_images_for_every_k():
+    """Known answer: with q(z|x) = p(z) and p(x|z) = p(x), every importance weight is p(x), so
+    test_nll = -mean log p(x) and iwae_k<k> = mean log p(x) over the first `nll_images` *test*
+    images, for every k (log-mean-exp of K equal terms; a logsumexp would add log k). The
+    validation images are all white, so reading them instead would change every number; the
+    ELBO (KL = 0 here) averages log p(x) over all test images."""
+    test_pixels = binary_pixels(40, 0.4, seed=1)
+    data = made_data(test_pixels, torch.full((40, *IMAGE), 255, dtype=torch.uint8))
+    config = EvalConfig(nll_samples=20, nll_chunk=7, nll_batch_size=16, nll_images=30,
+                        iwae_ks=(1, 5, 50))
+    metrics, _ = evaluate(constant_model(), data, config, seed=0, log=quiet,
+                          groups=("elbo", "nll", "iwae"))
+    log_px = bernoulli_log_px(test_pixels, pixel_logits())
+    first = log_px[:30]
+    assert metrics["test_nll"] == pytest.approx(-first.mean(), abs=1e-4)
+    assert metrics["test_nll_se"] == pytest.approx(first.std(ddof=1) / math.sqrt(30), rel=1e-4)
+    assert metrics["test_bpd"] == pytest.approx(-first.mean() / (PIXELS * math.log(2)), abs=1e-5)
+    for k in (1, 5, 50):
+        assert metrics[f"iwae_k{k}"] == pytest.approx(first.mean(), abs=1e-4), k
+    assert metrics["test_elbo"] == pytest.approx(log_px.mean(), abs=1e-4)
+    assert metrics["test_kl"] == pytest.approx(0.0, abs=1e-6)
+
+
+# --- latents: active units and the reconstruction error ------------------------------------
+
+# Variances of the posterior means per unit: five below the threshold whose standard deviation
+# is above it (0.0002 → 0.014 ... 0.009 → 0.095), one far below, three above.
+BELOW = [0.0002, 0.0005, 0.002, 0.005, 0.009, 1e-5]
+ABOVE = [0.011, 0.05, 0.5]
+
+
+def test_active_units_threshold_the_variance_of_the_means_not_their_standard_deviation():
+    """Known answer: Cov_x(E_q[z_u]) > 0.01 holds for exactly the three units of `ABOVE`; with
+    the standard deviation all but the 1e-5 unit would pass."""
+    assert all(math.sqrt(v) > ACTIVE_UNIT_THRESHOLD for v in BELOW[:-1])
+    model, _ = zoo.build("mlp-vae", IMAGE, {"latent_dim": 9, "hidden": [4]})
+    variance = torch.tensor(BELOW + ABOVE, dtype=torch.float64)
+    assert active_unit_metrics(model, variance) == {"active_units": 3.0}
+
+
+class ScaledPixelEncoder(nn.Module):
+    """E_q[z_u | x] = scale_u · x_0 + 0.3 (x_0 the first pixel), log-variance 0."""
+
+    def __init__(self, scales):
+        super().__init__()
+        self.register_buffer("scales", torch.tensor(scales, dtype=torch.float32))
+
+    def forward(self, x):
+        mean = x.flatten(1)[:, :1] * self.scales + 0.3
+        return mean, torch.zeros_like(mean)
+
+
+def test_latent_statistics_and_evaluate_count_units_by_the_variance_of_controlled_means():
+    """Known answer: the first pixel alternates 0, 1 over 100 images, so its variance is
+    ¼·100/99 (unbiased) and unit u's mean has variance scale_u² times that, chosen to be
+    `BELOW + ABOVE`: `mean_variance` equals those (to 2%, either variance convention) and
+    exactly 3 units are active, through `latent_statistics` and through `evaluate`."""
+    pixels = binary_pixels(100, 0.5, seed=2)
+    pixels[:, 0, 0, 0] = torch.tensor([0, 255] * 50, dtype=torch.uint8)
+    first_pixel = pixels[:, 0, 0, 0].numpy() / 255.0
+    pixel_variance = first_pixel.var(ddof=1)
+    assert pixel_variance == pytest.approx(0.25 * 100 / 99)
+    targets = np.array(BELOW + ABOVE)
+    scales = np.sqrt(targets / pixel_variance)
+    latent = len(targets)
+    networks = Networks([ScaledPixelEncoder(scales.tolist())], [],
+                        ConstantLogits(pixel_logits()), [latent])
+    model = VAE(networks, BernoulliLikelihood(), StandardNormalPrior(latent)).eval()
+    data = made_data(pixels, pixels.clone())
+
+    statistics = latent_statistics(model, data.test.images, batch_size=32)
+    assert statistics["mean_variance"].numpy() == pytest.approx(targets, rel=0.02)
+    assert active_unit_metrics(model, statistics["mean_variance"]) == {"active_units": 3.0}
+    metrics, _ = evaluate(model, data, EvalConfig(batch_size=32), seed=0, log=quiet,
+                          groups=("latents",))
+    assert metrics["active_units"] == 3.0
+
+
+def test_test_mse_is_the_mean_squared_error_per_pixel_of_the_decoder_mean():
+    """Known answer: the decoder mean is sigmoid(logits) whatever z is, so test_mse is the mean
+    over images and pixels of (x - sigmoid(logits))², computed here from the pixels (per image
+    it would be 16 times larger)."""
+    pixels = binary_pixels(50, 0.3, seed=3)
+    data = made_data(pixels, binary_pixels(50, 0.3, seed=4))
+    metrics, _ = evaluate(constant_model(), data, EvalConfig(batch_size=16), seed=0, log=quiet,
+                          groups=("latents",))
+    x = pixels.numpy().reshape(50, -1) / 255.0
+    mean = 1.0 / (1.0 + np.exp(-pixel_logits().double().numpy().reshape(-1)))
+    assert metrics["test_mse"] == pytest.approx(((x - mean) ** 2).mean(), rel=1e-5)
+
+
+# --- traversals: one dimension at a time -----------------------------------------------------
+
+
+class RecordingLinearDecoder(nn.Module):
+    """Bernoulli logits linear in z, (..., d) → (..., C, H, W); keeps every code it decodes."""
+
+    def __init__(self, latent: int):
+        super().__init__()
+        generator = torch.Generator().manual_seed(5)
+        self.register_buffer("weight", torch.randn(PIXELS, latent, generator=generator))
+        self.register_buffer("bias", torch.randn(PIXELS, generator=generator))
+        self.seen = []
+
+    def forward(self, z):
+        self.seen.append(z.clone())
+        return (z @ self.weight.T + self.bias).unflatten(-1, IMAGE)
+
+
+def expected_traversal_codes(mean: np.ndarray, steps: int) -> np.ndarray:
+    """(d, steps, d): row r is the posterior mean with coordinate r replaced by the sweep."""
+    sweep = np.linspace(-3.0, 3.0, steps)
+    codes = np.empty((len(mean), steps, len(mean)))
+    for row in range(len(mean)):
+        for step in range(steps):
+            codes[row, step] = mean
+            codes[row, step, row] = sweep[step]
+    return codes
+
+
+def test_traversal_row_d_moves_only_coordinate_d_of_the_posterior_mean():
+    """Known answer: the codes decoded for row d equal the posterior mean except coordinate d,
+    which runs over linspace(-3, 3, steps); the images are sigmoid of the linear decoder's
+    logits at those codes."""
+    latent, steps = 4, 5
+    torch.manual_seed(6)
+    encoder = nn.Linear(PIXELS, 2 * latent)
+
+    class Encoder(nn.Module):
+        def forward(self, x):
+            mean, log_var = encoder(x.flatten(1)).chunk(2, -1)
+            return mean, log_var
+
+    decoder = RecordingLinearDecoder(latent)
+    model = VAE(Networks([Encoder()], [], decoder, [latent]), BernoulliLikelihood(),
+                StandardNormalPrior(latent)).eval()
+    image = binary_pixels(1, 0.5, seed=7).float() / 255
+    mean = encoder(image.flatten(1)).chunk(2, -1)[0][0].detach().double().numpy()
+    assert np.abs(mean).max() < 3  # no coordinate of the mean equals a sweep end by chance
+
+    decoder.seen.clear()
+    sweeps = traversals(model, image, steps)
+    assert len(decoder.seen) == 1
+    codes = decoder.seen[0].double().numpy()
+    expected = expected_traversal_codes(mean, steps)
+    assert codes.shape == (latent, steps, latent)
+    np.testing.assert_allclose(codes, expected, atol=1e-6)
+    for row in range(latent):  # exactly which coordinates moved away from the mean
+        moved = np.flatnonzero((np.abs(codes[row] - mean) > 1e-6).any(0))
+        assert moved.tolist() == [row]
+    logits = expected @ decoder.weight.double().numpy().T + decoder.bias.double().numpy()
+    images = 1.0 / (1.0 + np.exp(-logits))
+    assert sweeps.shape == (latent, steps, *IMAGE)
+    np.testing.assert_allclose(sweeps.double().numpy().reshape(latent, steps, -1), images,
+                               atol=1e-5)
+
+
+def test_traversal_of_a_two_layer_model_sweeps_the_top_layer_one_dimension_at_a_time(
+        monkeypatch):
+    """Known answer: the top-layer codes handed down through the conditional means (not drawn)
+    are the top posterior mean with one coordinate swept per row."""
+    torch.manual_seed(8)
+    model, _ = zoo.build("vae-2layer", IMAGE, {"latent_dim": 3, "top_latent_dim": 2,
+                                               "hidden": [8], "top_hidden": [8]})
+    model.eval()
+    image = binary_pixels(1, 0.5, seed=9).float() / 255
+    with torch.no_grad():
+        top_mean = model.posterior_means(image)[-1][0].double().numpy()
+    calls = []
+    descend = model.descend
+
+    def recording_descend(top, generator=None, sample=True):
+        calls.append((top.clone(), sample))
+        return descend(top, generator, sample)
+
+    monkeypatch.setattr(model, "descend", recording_descend)
+    sweeps = traversals(model, image, steps=3)
+    assert len(calls) == 1
+    top, sample = calls[0]
+    assert sample is False
+    np.testing.assert_allclose(top.double().numpy(), expected_traversal_codes(top_mean, 3),
+                               atol=1e-6)
+    assert sweeps.shape == (2, 3, *IMAGE)
+
+
+# --- samples: binary data gets binary samples -----------------------------------------------
+
+
+@pytest.mark.parametrize("binarize", ["dynamic", "fixed"])
+def test_samples_of_binarised_data_are_bernoulli_draws_of_the_decoder_mean(binarize):
+    """Known answer: the decoder mean is p = sigmoid(logits) for every z; samples for binarised
+    data are exactly 0 or 1 with per-pixel frequency p (4000 draws: standard error ≤ 0.008)."""
+    pixels = binary_pixels(10, 0.5, seed=10)
+    data = made_data(pixels, pixels.clone(), binarize=binarize)
+    generator = torch.Generator().manual_seed(0)
+    samples = draw_samples(constant_model(), data, 4000, generator)
+    assert samples.shape == (4000, *IMAGE)
+    assert set(samples.unique().tolist()) == {0.0, 1.0}
+    p = torch.sigmoid(pixel_logits())
+    assert (samples.mean(0) - p).abs().max() < 0.04
+
+
+def test_samples_of_grey_level_data_are_the_decoder_means():
+    """Known answer: with binarize = "none" every sample is the decoder mean sigmoid(logits)."""
+    pixels = torch.from_numpy(np.random.default_rng(11).integers(0, 256, (10, *IMAGE),
+                                                                   dtype=np.uint8))
+    data = made_data(pixels, pixels.clone(), binarize="none")
+    samples = draw_samples(constant_model(), data, 20, torch.Generator().manual_seed(0))
+    expected = torch.sigmoid(pixel_logits()).expand(20, *IMAGE)
+    torch.testing.assert_close(samples, expected)
+
+
+# --- the sample metrics' reference: held-out images against the test images -----------------
+
+
+def frechet_by_hand(a: np.ndarray, b: np.ndarray) -> float:
+    mean_a, mean_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = scipy.linalg.sqrtm(cov_a @ cov_b).real
+    return float(((mean_a - mean_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))
+
+
+def fraction_inside_by_hand(queries: np.ndarray, centres: np.ndarray, k: int) -> float:
+    """Fraction of queries within some centre's distance to its k-th nearest other centre."""
+    within = np.linalg.norm(centres[:, None] - centres[None], axis=-1)
+    radii = np.sort(within, axis=1)[:, k]  # column 0 is each centre itself
+    distances = np.linalg.norm(queries[:, None] - centres[None], axis=-1)
+    return float((distances <= radii).any(1).mean())
+
+
+def test_reference_scores_compare_validation_images_with_the_test_images():
+    """Known answer: fid_ref, precision_ref and recall_ref are those of the first `count`
+    validation images (held out, darker on average) against the first `count` test images, in
+    the feature net's space, computed here with numpy; test images against themselves would give
+    0, 1 and 1."""
+    rng = np.random.default_rng(12)
+    test_pixels = torch.from_numpy(rng.integers(60, 256, (70, *IMAGE), dtype=np.uint8))
+    val_pixels = torch.from_numpy(rng.integers(0, 200, (60, *IMAGE), dtype=np.uint8))
+    data = made_data(test_pixels, val_pixels, binarize="none")
+    torch.manual_seed(13)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(PIXELS, 3))
+    with torch.no_grad():
+        net[1].weight.mul_(4)  # features spread enough that the sets' distance is clear
+    config = EvalConfig(fid_samples=50, pr_neighbours=3)
+    reference = sample_reference(net, data, config)
+
+    weight, bias = net[1].weight.detach().double().numpy(), net[1].bias.detach().double().numpy()
+
+    def features(pixels):
+        return (pixels[:50].numpy().reshape(50, -1) / 255.0) @ weight.T + bias
+
+    real, held_out = features(test_pixels), features(val_pixels)
+    assert reference.count == 50
+    np.testing.assert_allclose(reference.real_features.double().numpy(), real, atol=1e-5)
+    assert reference.metrics["fid_ref"] == pytest.approx(frechet_by_hand(real, held_out),
+                                                         rel=1e-4)
+    assert reference.metrics["fid_ref"] > 0.1
+    assert reference.metrics["precision_ref"] == fraction_inside_by_hand(held_out, real, 3)
+    assert reference.metrics["recall_ref"] == fraction_inside_by_hand(real, held_out, 3)
