@@ -25,8 +25,13 @@ MUTMUT = [sys.executable, "-m", "mutmut"]
 DEVICE = ("device placement: on the CPU, where the tests run, every tensor is on the one device; "
           "on a GPU a tensor on the wrong device is an error that stops the run, never a "
           "different number")
-DTYPE = ("the default dtype is float32, the dtype of every model and image the harness makes; "
-         "the mutant differs only for a float64 `like`, which no caller passes")
+DTYPE = ("a dtype the tensor has already: every model, image, latent and feature the harness "
+         "makes is float32, so casting to float32 or taking the float32 default changes nothing")
+BATCHING = ("how many images go through the network at once, in eval mode without gradients: "
+            "each image's output does not depend on the others in its batch")
+BLOCKS = ("how many rows of the distance matrix are computed at once (bounds memory); every row "
+          "is computed whole whichever block it falls in (tested point by point in "
+          "test_precision_recall_in_blocks_matches_the_definition_point_by_point)")
 
 # (module file, line before, line after, why no reported number can change)
 EQUIVALENT: list[tuple[str, str, str, str]] = [
@@ -48,7 +53,13 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
      "combined = s.beta * log_w.mean(0) + (1 - s.beta) * log_mean_exp(log_w, 0)",
      "combined = s.beta * log_w.mean(0) + (1 - s.beta) * log_mean_exp(log_w, )",
      "log_mean_exp's default dimension is 0"),
+    ("vae_zoo/objectives.py",
+     "return dip_vae(out, s, include_posterior_variance=False)",
+     "return dip_vae(out, s, include_posterior_variance=None)",
+     "None is false like False: the same branch"),
     # ---- likelihoods
+    ("vae_zoo/likelihoods.py", "small = size < 1e-3", "small = size <= 1e-3",
+     "at |η| = 1e-3 the series and the closed form agree to 1e-13 (tested)"),
     ("vae_zoo/likelihoods.py", "right = (upper + lower) > 0", "right = (upper + lower) >= 0",
      "which side of the logistic log(σ(u) - σ(l)) is computed on: both sides give the same "
      "value; the side only guards against cancellation far in a tail, not at 0"),
@@ -87,6 +98,73 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
      DEVICE),
     ("vae_zoo/priors.py", "dtype=like.dtype)", "dtype=None)", DTYPE),
     ("vae_zoo/priors.py", "dtype=like.dtype)", ")", DTYPE),
+    ("vae_zoo/priors.py",
+     "return torch.randn(count, self.latent_dim, generator=generator, device=like.device,",
+     "return torch.randn(count, self.latent_dim, generator=generator, device=None,", DEVICE),
+    ("vae_zoo/priors.py",
+     "return torch.randn(count, self.latent_dim, generator=generator, device=like.device, / "
+     "dtype=like.dtype)",
+     "return torch.randn(count, self.latent_dim, generator=generator, dtype=like.dtype)",
+     DEVICE),
+    # ---- evaluation
+    ("vae_zoo/evaluate.py", "device = feature_device(feature_net)", "device = None", DEVICE),
+    ("vae_zoo/evaluate.py",
+     "real = extract_features(feature_net, data.test.first_images(count).to(device))",
+     "real = extract_features(feature_net, data.test.first_images(count).to(None))", DEVICE),
+    ("vae_zoo/evaluate.py",
+     "held_out = extract_features(feature_net, data.val.first_images(count).to(device))",
+     "held_out = extract_features(feature_net, data.val.first_images(count).to(None))", DEVICE),
+    ("vae_zoo/evaluate.py",
+     "generator = torch.Generator(device=data.device).manual_seed(seed)",
+     "generator = torch.Generator(device=None).manual_seed(seed)", DEVICE),
+    ("vae_zoo/evaluate.py", "fake = extract_features(net, samples.to(feature_device(net)))",
+     "fake = extract_features(net, samples.to(None))", DEVICE),
+    # ---- sample metrics
+    ("vae_zoo/metrics/samples.py", "device = next(net.parameters()).device", "device = None",
+     DEVICE),
+    ("vae_zoo/metrics/samples.py",
+     "predicted = _batched(net.logits, images, device, batch_size).argmax(dim=1)",
+     "predicted = _batched(net.logits, images, None, batch_size).argmax(dim=1)", DEVICE),
+    ("vae_zoo/metrics/samples.py", "return _batched(net, images, device, batch_size)",
+     "return _batched(net, images, None, batch_size)", DEVICE),
+    ("vae_zoo/metrics/samples.py",
+     "net_call(images[start : start + batch_size].to(device=device, dtype=torch.float32)).cpu()",
+     "net_call(images[start : start + batch_size].to(device=None, dtype=torch.float32)).cpu()",
+     DEVICE),
+    ("vae_zoo/metrics/samples.py",
+     "net_call(images[start : start + batch_size].to(device=device, dtype=torch.float32)).cpu()",
+     "net_call(images[start : start + batch_size].to(dtype=torch.float32)).cpu()", DEVICE),
+    ("vae_zoo/metrics/samples.py",
+     "net_call(images[start : start + batch_size].to(device=device, dtype=torch.float32)).cpu()",
+     "net_call(images[start : start + batch_size].to(device=device, dtype=None)).cpu()", DTYPE),
+    ("vae_zoo/metrics/samples.py",
+     "net_call(images[start : start + batch_size].to(device=device, dtype=torch.float32)).cpu()",
+     "net_call(images[start : start + batch_size].to(device=device, )).cpu()", DTYPE),
+    ("vae_zoo/metrics/samples.py",
+     "def extract_features(net: nn.Module, images: Tensor, batch_size: int = 1000) -> Tensor:",
+     "def extract_features(net: nn.Module, images: Tensor, batch_size: int = 1001) -> Tensor:",
+     BATCHING),
+    ("vae_zoo/metrics/samples.py",
+     "net: FeatureNet, images: Tensor, labels: Tensor, batch_size: int = 1000",
+     "net: FeatureNet, images: Tensor, labels: Tensor, batch_size: int = 1001", BATCHING),
+    ("vae_zoo/metrics/samples.py", "seed: int = 0,", "seed: int = 1,",
+     "a default the harness never uses: it passes the feature net's seed (FEATURE_SEED)"),
+    ("vae_zoo/metrics/samples.py",
+     "rows_per_block = max(1, DISTANCE_BLOCK_ENTRIES // features.shape[0])",
+     "rows_per_block = max(2, DISTANCE_BLOCK_ENTRIES // features.shape[0])", BLOCKS),
+    ("vae_zoo/metrics/samples.py",
+     "rows_per_block = max(1, DISTANCE_BLOCK_ENTRIES // features.shape[0])",
+     "rows_per_block = max(1, DISTANCE_BLOCK_ENTRIES // features.shape[1])", BLOCKS),
+    ("vae_zoo/metrics/samples.py",
+     "rows_per_block = max(1, DISTANCE_BLOCK_ENTRIES // centres.shape[0])",
+     "rows_per_block = max(2, DISTANCE_BLOCK_ENTRIES // centres.shape[0])", BLOCKS),
+    ("vae_zoo/metrics/samples.py",
+     "rows_per_block = max(1, DISTANCE_BLOCK_ENTRIES // centres.shape[0])",
+     "rows_per_block = max(1, DISTANCE_BLOCK_ENTRIES // centres.shape[1])", BLOCKS),
+    ("vae_zoo/metrics/samples.py",
+     "radii.append(distances.topk(k + 1, dim=1, largest=False).values[:, k])",
+     "radii.append(distances.topk(k + 1, largest=False).values[:, k])",
+     "the distances are (rows, N): topk's default dimension, the last, is dimension 1"),
     # ---- the report's statistics
     ("vae_zoo/report/statistics.py",
      'values = finished[metric].dropna() if metric in finished else pd.Series(dtype=float)',

@@ -128,3 +128,22 @@ def test_active_units_of_a_two_layer_model_are_counted_overall_and_per_layer():
         "active_units": 3.0, "active_units_z1": 2.0, "active_units_z2": 1.0}
     one_layer, _ = zoo.build("mlp-vae", (1, 4, 4), {"latent_dim": 5, "hidden": [4]})
     assert active_unit_metrics(one_layer, variance) == {"active_units": 3.0}
+
+
+def test_a_unit_is_active_only_above_the_threshold_not_at_it():
+    """Burda et al.: active when Cov_x(E_q[z_u]) > 0.01; a variance of exactly 0.01 is not."""
+    model = zoo.build("mlp-vae", (1, 4, 4), {"latent_dim": 3, "hidden": [8]})[0]
+    variances = torch.tensor([0.01, 0.0100001, 0.5], dtype=torch.float64)
+    assert active_unit_metrics(model, variances) == {"active_units": 2.0}
+
+
+def test_the_timer_reports_the_seconds_a_step_took():
+    import time
+
+    from vae_zoo.evaluate import Timer
+
+    lines = []
+    timed = Timer(lines.append)
+    assert timed("nap", lambda: time.sleep(0.05) or 42) == 42
+    assert 0.05 <= timed.seconds["nap"] < 2.0
+    assert lines == [f"  nap: {timed.seconds['nap']:.1f} s"]

@@ -209,3 +209,6 @@ def test_linear_probe_refuses_a_split_that_leaves_fewer_than_two_rows_on_a_side(
     with pytest.raises(ValueError, match="leaves a split empty"):
         linear_probe_r2(rows, rows, train_fraction=0.9)  # 9 to fit, 1 to score
     assert len(linear_probe_r2(rows, rows, train_fraction=0.8)) == 2  # 8 and 2 are enough
+    assert len(linear_probe_r2(rows, rows, train_fraction=0.2)) == 2  # 2 and 8 too
+    with pytest.raises(ValueError, match="leaves a split empty"):
+        linear_probe_r2(rows, rows, train_fraction=0.1)  # 1 to fit

@@ -289,3 +289,92 @@ def test_discretised_logistic_starts_with_a_scale_of_a_tenth_of_the_pixel_range(
     location = torch.tensor([[[[128 / 255]]]])
     assert likelihood.log_prob(location, location).item() == pytest.approx(
         math.log(expected), rel=1e-5)
+
+
+# ---- continuous Bernoulli: dequantisation and the normaliser near η = 0 ----------------------
+
+def continuous_bernoulli_log_normaliser(logit: float) -> float:
+    """log ∫₀¹ e^{ηt} dt = log((e^η - 1) / η), in float64 (exact to ~1e-16 for 1e-3 ≤ |η| ≤ 30)."""
+    return math.log(math.expm1(logit) / logit)
+
+
+def continuous_bernoulli_bin_log_mass(logit: float, level: int) -> float:
+    """log ∫ p(t | η) dt over the bin [k, k + 1] / 256: (e^{ηb} - e^{ηa}) / (e^η - 1)."""
+    low, high = level / LEVELS, (level + 1) / LEVELS
+    return math.log((math.exp(logit * high) - math.exp(logit * low)) / math.expm1(logit))
+
+
+@pytest.mark.parametrize("build", ["constructor", "settings"])
+def test_dequantised_continuous_bernoulli_gives_the_log_probability_of_8_bit_pixels(build):
+    # With dequantisation log p(image) = Σ_pixels log p(y | η) - log 256, y = (k + u) / 256:
+    # a log-probability, ≤ 0 for every draw, whose mean over u is, in closed form,
+    # Σ [η (k + ½)/256 - log((e^η - 1)/η) - log 256], just below the exact Σ log(bin mass)
+    # (Jensen; the density varies by at most e^{20/256} across a bin, so by < 0.003 nats per
+    # pixel). Logits up to |η| = 20, where the density itself exceeds 1 (max 20).
+    likelihood = (ContinuousBernoulliLikelihood(dequantize=True) if build == "constructor"
+                  else ContinuousBernoulliLikelihood.from_settings(DequantizeSettings()))
+    generator = torch.Generator().manual_seed(0)
+    levels = torch.randint(0, LEVELS, (1, 4, 4), generator=generator)
+    logits = (40 * torch.rand(1, 4, 4, generator=generator, dtype=torch.float64) - 20)
+    logits[0, 0, :2] = torch.tensor([20.0, -20.0], dtype=torch.float64)
+    levels[0, 0, :2] = torch.tensor([LEVELS - 1, 0])  # where the density is near its maximum
+    image = (levels.double() / (LEVELS - 1))[None]  # (1, 1, 4, 4)
+    draws = 20_000
+    torch.manual_seed(0)
+    estimates = likelihood.log_prob(logits.expand(draws, 1, 1, 4, 4), image)  # (draws, 1)
+    assert (estimates <= 0).all()
+    pairs = list(zip(logits.flatten().tolist(), levels.flatten().tolist(), strict=True))
+    expected = sum(eta * (k + 0.5) / LEVELS - continuous_bernoulli_log_normaliser(eta)
+                   - math.log(LEVELS) for eta, k in pairs)
+    exact = sum(continuous_bernoulli_bin_log_mass(eta, k) for eta, k in pairs)
+    mean, standard_error = estimates.mean().item(), estimates.std().item() / math.sqrt(draws)
+    assert abs(mean - expected) < 5 * standard_error  # chance < 1e-6
+    assert expected <= exact < expected + 16 * 0.003
+    assert mean == pytest.approx(exact, abs=0.05)
+
+
+def test_continuous_bernoulli_without_dequantisation_is_a_density_that_can_exceed_one():
+    # p(1 | η = 20) = 20 e^{20} / (e^{20} - 1) ≈ 20: log p = log 20 per pixel, 16 log 20 for
+    # a white 4x4 image, a log-density above 0, not a log-probability.
+    likelihood = ContinuousBernoulliLikelihood(dequantize=False)
+    image = torch.ones(1, 1, 4, 4, dtype=torch.float64)
+    logits = torch.full((1, 1, 4, 4), 20.0, dtype=torch.float64)
+    expected = 16 * (20.0 - continuous_bernoulli_log_normaliser(20.0))
+    assert expected > 0
+    assert likelihood.log_prob(logits, image).item() == pytest.approx(expected, rel=1e-12)
+
+
+def log_normaliser_series(logit: float) -> float:
+    """log((e^η - 1)/η) = η/2 + η²/24 - η⁴/2880 + O(η⁶): the next term, η⁶/181440, is below
+    3e-24 for |η| < 1e-3."""
+    return logit / 2 + logit**2 / 24 - logit**4 / 2880
+
+
+@pytest.mark.parametrize("logit", [-9e-4, -5e-4, -2e-4, 2e-4, 5e-4, 9e-4])
+def test_continuous_bernoulli_log_normaliser_near_zero_matches_its_series(logit):
+    # For |η| < 1e-3 the closed form is 0/0-prone and the code uses a Taylor series: it must
+    # agree with the series above to 1e-14 in float64 (η²/24 matters at ~2e-9, the neglected
+    # η⁴/2880 is below 3e-16). Read off at x = 0, where log p(0 | η) = -log normaliser.
+    likelihood = ContinuousBernoulliLikelihood(dequantize=False)
+    log_density = likelihood.log_density(torch.tensor([logit], dtype=torch.float64),
+                                         torch.zeros(1, dtype=torch.float64))
+    assert -log_density.item() == pytest.approx(log_normaliser_series(logit), abs=1e-14)
+    # ... and at x = 1: log p(1 | η) = η - log normaliser.
+    log_density = likelihood.log_density(torch.tensor([logit], dtype=torch.float64),
+                                         torch.ones(1, dtype=torch.float64))
+    assert log_density.item() == pytest.approx(logit - log_normaliser_series(logit), abs=1e-14)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_continuous_bernoulli_log_normaliser_is_continuous_at_the_series_cutoff(sign):
+    # Just below |η| = 1e-3 (the largest float64 under it) the series is used, at 1e-3 the
+    # closed form: the true values differ by ~1e-19, so the two must agree to 1e-12, and each
+    # matches log((e^η - 1)/η) from expm1 in float64.
+    cutoff = sign * 1e-3
+    below = sign * math.nextafter(1e-3, 0.0)
+    likelihood = ContinuousBernoulliLikelihood(dequantize=False)
+    values = -likelihood.log_density(torch.tensor([below, cutoff], dtype=torch.float64),
+                                     torch.zeros(2, dtype=torch.float64))
+    assert values[0].item() == pytest.approx(values[1].item(), abs=1e-12)
+    for value, logit in zip(values.tolist(), (below, cutoff), strict=True):
+        assert value == pytest.approx(continuous_bernoulli_log_normaliser(logit), abs=1e-13)

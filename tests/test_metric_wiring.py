@@ -364,3 +364,118 @@ def test_reference_scores_compare_validation_images_with_the_test_images():
     assert reference.metrics["fid_ref"] > 0.1
     assert reference.metrics["precision_ref"] == fraction_inside_by_hand(held_out, real, 3)
     assert reference.metrics["recall_ref"] == fraction_inside_by_hand(real, held_out, 3)
+
+
+# --- what evaluate passes on: groups, estimator settings, the sample stream ------------------
+
+
+def test_evaluate_computes_only_the_metric_groups_it_is_asked_for():
+    """`groups=("elbo",)` gives the three ELBO terms and the time, nothing else."""
+    data = made_data(binary_pixels(20, 0.5, seed=1), binary_pixels(20, 0.5, seed=2))
+    metrics, arrays = evaluate(constant_model(), data, EvalConfig(), seed=0, log=quiet,
+                               groups=("elbo",))
+    assert set(metrics) == {"test_elbo", "test_recon", "test_kl", "eval_seconds"}
+    assert arrays == {}
+
+
+def test_evaluate_passes_its_settings_to_the_estimators(monkeypatch):
+    """The importance sampler gets K = nll_samples (and k for each IWAE bound) with the
+    configured batch and chunk sizes, and the ELBO the configured batch size: recorded by
+    wrapping the estimators (which still compute)."""
+    import vae_zoo.evaluate as evaluation
+
+    calls = []
+
+    def spy(name, function):
+        def recorded(*args):
+            calls.append((name, args[2:]))
+            return function(*args)
+        monkeypatch.setattr(evaluation, name, recorded)
+
+    spy("importance_sampled_log_likelihood", evaluation.importance_sampled_log_likelihood)
+    spy("elbo_terms", evaluation.elbo_terms)
+    data = made_data(binary_pixels(20, 0.5, seed=1), binary_pixels(20, 0.5, seed=2))
+    config = EvalConfig(nll_samples=7, nll_batch_size=3, nll_chunk=2, iwae_ks=(1, 4),
+                        batch_size=6)
+    evaluate(constant_model(), data, config, seed=0, log=quiet, groups=("elbo", "nll", "iwae"))
+    assert calls == [("elbo_terms", (6,)),
+                     ("importance_sampled_log_likelihood", (7, 3, 2)),
+                     ("importance_sampled_log_likelihood", (1, 3, 1)),
+                     ("importance_sampled_log_likelihood", (4, 3, 2))]
+
+
+def test_factor_metrics_on_their_own_read_the_same_posterior_means():
+    """`groups=("factors",)` encodes the test images itself (no latents group before it) and
+    gives the same MIG and probe scores as a full evaluation; the factor is the first pixel,
+    which the encoder's mean copies, so the probe's R² is 1."""
+    pixels = binary_pixels(60, 0.5, seed=3)
+    factor = torch.from_numpy(pixels[:, 0, 0, 0].numpy() / 255.0).float()[:, None]
+    split = Split(pixels, factors=factor)
+    data = ImageData("made", train=split, val=split, test=split, binarize="fixed",
+                     factor_names=("first",))
+    networks = Networks([ScaledPixelEncoder([1.0, 0.5])], [], ConstantLogits(pixel_logits()), [2])
+    model = VAE(networks, BernoulliLikelihood(), StandardNormalPrior(2)).eval()
+    alone, _ = evaluate(model, data, EvalConfig(), seed=0, log=quiet, groups=("factors",))
+    everything, _ = evaluate(model, data, EvalConfig(), seed=0, log=quiet,
+                             groups=("latents", "factors"))
+    assert alone["probe_r2_first"] == pytest.approx(1.0)
+    for name in ("mig", "probe_r2_first"):
+        assert alone[name] == everything[name]
+
+
+@pytest.mark.parametrize("test_count, val_count", [(40, 60), (70, 45)])
+def test_the_reference_compares_as_many_validation_as_test_images(test_count, val_count):
+    """fid_samples = 50 capped by the smaller split: both sets have min(50, test, val) images,
+    and the scores use `pr_neighbours` (1 here, not the default 3)."""
+    rng = np.random.default_rng(5)
+    test_pixels = torch.from_numpy(rng.integers(60, 256, (test_count, *IMAGE), dtype=np.uint8))
+    val_pixels = torch.from_numpy(rng.integers(0, 200, (val_count, *IMAGE), dtype=np.uint8))
+    data = made_data(test_pixels, val_pixels, binarize="none")
+    torch.manual_seed(13)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(PIXELS, 3))
+    reference = sample_reference(net, data, EvalConfig(fid_samples=50, pr_neighbours=1))
+    count = min(50, test_count, val_count)
+    weight, bias = net[1].weight.detach().double().numpy(), net[1].bias.detach().double().numpy()
+
+    def features(pixels):
+        return (pixels[:count].numpy().reshape(count, -1) / 255.0) @ weight.T + bias
+
+    real, held_out = features(test_pixels), features(val_pixels)
+    assert reference.count == count
+    assert reference.metrics["fid_ref"] == pytest.approx(frechet_by_hand(real, held_out),
+                                                         rel=1e-4)
+    assert reference.metrics["precision_ref"] == fraction_inside_by_hand(held_out, real, 1)
+    assert reference.metrics["recall_ref"] == fraction_inside_by_hand(real, held_out, 1)
+
+
+def test_sample_metrics_score_the_drawn_samples_and_repeat_with_the_seed(monkeypatch):
+    """FID, precision and recall (with `pr_neighbours` = 1) are those of the samples
+    `draw_samples` returned against the reference, computed here with numpy; the samples come
+    from the seed alone, whatever the global random state."""
+    import vae_zoo.evaluate as evaluation
+
+    drawn = []
+    original = evaluation.draw_samples
+
+    def recorded(*args):
+        drawn.append(original(*args))
+        return drawn[-1]
+
+    monkeypatch.setattr(evaluation, "draw_samples", recorded)
+    data = made_data(binary_pixels(60, 0.5, seed=6), binary_pixels(60, 0.3, seed=7))
+    torch.manual_seed(13)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(PIXELS, 3))
+    config = EvalConfig(fid_samples=50, pr_neighbours=1, batch_size=20)
+    reference = sample_reference(net, data, config)
+    torch.manual_seed(100)
+    first = evaluation.sample_metrics(constant_model(), data, reference, config, seed=4)
+    samples = torch.cat(drawn).double().numpy().reshape(50, -1)
+    torch.manual_seed(200)
+    again = evaluation.sample_metrics(constant_model(), data, reference, config, seed=4)
+    assert first == again
+    weight, bias = net[1].weight.detach().double().numpy(), net[1].bias.detach().double().numpy()
+    fake = samples @ weight.T + bias
+    real = reference.real_features.double().numpy()
+    assert first["fid"] == pytest.approx(frechet_by_hand(real, fake), rel=1e-4)
+    assert first["precision"] == fraction_inside_by_hand(fake, real, 1)
+    assert first["recall"] == fraction_inside_by_hand(real, fake, 1)

@@ -5,10 +5,11 @@ schedules, and the importance-weighted family's special cases."""
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
-from torch import Tensor
-from torch.distributions import MultivariateNormal, Normal
+from torch import Tensor, nn
+from torch.distributions import Independent, MultivariateNormal, Normal
 
 from vae_zoo import objectives, zoo
 from vae_zoo.objectives import (
@@ -17,6 +18,7 @@ from vae_zoo.objectives import (
     Dip2Settings,
     DipSettings,
     Discriminator,
+    FactorSettings,
     FreeBitsSettings,
     GroupedSettings,
     IwaeSettings,
@@ -282,3 +284,123 @@ def test_ciwae_interpolates_between_the_elbo_and_the_iwae_bound():
     assert torch.allclose(ciwae_loss(0.25), 0.25 * ciwae_loss(1.0) + 0.75 * ciwae_loss(0.0))
     # For every draw the IWAE bound is at least the ELBO estimate (Jensen): loss is lower.
     assert (iwae_loss <= -log_w.mean(0) + 1e-6).all()
+
+
+def test_piwae_loss_is_the_iwae_bound_of_all_samples_and_the_encoder_surrogate_miwae():
+    # PIWAE(m = 3, k = 2) on a pass of k·m = 6 samples over B = 4 images (B ≠ m):
+    #   loss = -log (1/6) Σ_{i=1..6} w_i, the IWAE bound of all six samples;
+    #   encoder_surrogate = -(1/3) Σ_g log (1/2) Σ_{i in g} w_i, MIWAE on the groups of rows
+    #   0-1, 2-3, 4-5 — both per image, shape (B,). Written out in float64 with logsumexp.
+    _, _, out = small_pass(6)
+    log_w = out.log_importance_weights().detach().double()  # (6, 4)
+    iwae_bound = torch.logsumexp(log_w, 0) - math.log(6)
+    group_bounds = torch.stack([torch.logsumexp(log_w[i:i + 2], 0) - math.log(2)
+                                for i in (0, 2, 4)])  # (3, 4)
+    terms = objectives.piwae(out, TrainingContext(), GroupedSettings(k=2, m=3))
+    assert terms["loss"].shape == terms["encoder_surrogate"].shape == (4,)
+    assert torch.allclose(terms["loss"].double(), -iwae_bound, atol=1e-5)
+    assert torch.allclose(terms["encoder_surrogate"].double(), -group_bounds.mean(0), atol=1e-5)
+    # The groups' mean bound is looser (Jensen within each group): the surrogate is larger.
+    assert (terms["encoder_surrogate"] >= terms["loss"] - 1e-5).all()
+
+
+FACTOR_SETTINGS = FactorSettings(gamma=3.5, discriminator_hidden=[5, 7],
+                                 discriminator_lr=2.5e-3)
+
+
+def test_factor_vae_builds_its_discriminator_from_its_settings():
+    # The auxiliary network is an MLP latent_dim → hidden... → 1 with the settings' widths,
+    # stepped by Adam at the settings' learning rate.
+    objective = Objective("factor-vae", FACTOR_SETTINGS, latent_dim=3)
+    discriminator = objective.auxiliary
+    assert isinstance(discriminator, Discriminator)
+    linear = [layer for layer in discriminator.net if isinstance(layer, nn.Linear)]
+    assert [(layer.in_features, layer.out_features) for layer in linear] == [(3, 5), (5, 7),
+                                                                              (7, 1)]
+    assert discriminator.learning_rate == 2.5e-3
+    discriminator.last_z = torch.randn(8, 3)
+    discriminator.update()
+    assert discriminator.optimizer.param_groups[0]["lr"] == 2.5e-3
+
+
+def test_factor_vae_loss_adds_gamma_times_the_discriminator_logit_of_the_first_sample():
+    # loss = recon + KL + γ·D(z), recon = -mean_k log p(x|z), D the discriminator's logit on
+    # the pass's z (its first sample); the codes are left, detached, for the discriminator's
+    # own step. γ = 3.5 and D computed here by calling the discriminator on the same z.
+    torch.manual_seed(0)
+    model, _ = zoo.build("factor-vae", (1, 4, 4), {"latent_dim": 3, "hidden": [8]})
+    x = (torch.rand(6, 1, 4, 4) < 0.5).float()
+    objective = Objective("factor-vae", FACTOR_SETTINGS, latent_dim=3)
+    torch.manual_seed(1)
+    terms = objective(model, x)
+    torch.manual_seed(1)
+    out = model(x, 1)
+    z = out.z[0]
+    with torch.no_grad():
+        logit = objective.auxiliary(z)
+    recon = -out.log_px_given_z.mean(0)
+    assert torch.allclose(terms["total_correlation"], logit)
+    assert torch.allclose(terms["loss"], recon + out.kl() + 3.5 * logit, atol=1e-5)
+    assert (logit.abs() > 1e-3).all()  # so that a wrong γ or sign shows
+    last_z = objective.auxiliary.last_z
+    assert last_z is not None and torch.equal(last_z, z)
+    assert not last_z.requires_grad  # detached: the discriminator's step leaves the model alone
+
+
+@dataclass
+class DipPass(FixedPass):
+    """A `FixedPass` with a chosen posterior q(z|x), batch (B,) and event (d,)."""
+
+    posterior: Independent | None = None
+
+
+# Posterior means of a batch of 5 in 3 dimensions, each column off zero by a different amount
+# (column means 2, -1 and 0.4), so that centring, and centring per dimension, matter.
+DIP_MEANS = np.array([[2.5, -1.2, 0.1],
+                      [1.0, -0.4, 0.9],
+                      [3.1, -2.0, 0.2],
+                      [2.2, -0.9, 1.3],
+                      [1.2, -0.5, -0.5]])
+DIP_SCALES = np.array([[0.5, 2.0, 1.5],
+                       [0.6, 1.1, 0.3],
+                       [0.4, 0.9, 0.7],
+                       [0.8, 1.7, 1.2],
+                       [0.3, 0.5, 2.2]])
+DIP_RECON = np.array([3.0, 5.0, 7.0, 11.0, 13.0])
+DIP_KL = np.array([0.5, 1.5, 2.5, 3.5, 4.5])
+
+
+def dip_pass() -> DipPass:
+    posterior = Independent(Normal(torch.tensor(DIP_MEANS), torch.tensor(DIP_SCALES)), 1)
+    return DipPass(log_px_given_z=-torch.tensor(DIP_RECON)[None],
+                   kl_value=torch.tensor(DIP_KL), posterior=posterior)
+
+
+def expected_dip_loss(covariance: np.ndarray, lambda_od: float, lambda_d: float) -> np.ndarray:
+    """recon + KL + λ_od Σ_{i≠j} C_ij² + λ_d Σ_i (C_ii - 1)², per image."""
+    off_diagonal = covariance - np.diag(np.diag(covariance))
+    penalty = (lambda_od * (off_diagonal**2).sum()
+               + lambda_d * ((np.diag(covariance) - 1) ** 2).sum())
+    return DIP_RECON + DIP_KL + penalty
+
+
+def test_dip_vae_i_penalises_the_biased_covariance_of_the_posterior_means():
+    # C = (1/B) Σ_b (μ_b - μ̄)(μ_b - μ̄)ᵀ, the covariance of the posterior means over the batch
+    # (numpy's, bias=True), in float64.
+    covariance = np.cov(DIP_MEANS, rowvar=False, bias=True)
+    settings = DipSettings(lambda_od=3.0, lambda_d=7.0)
+    terms = objectives.dip_vae_i(dip_pass(), TrainingContext(), settings)
+    expected = expected_dip_loss(covariance, 3.0, 7.0)
+    assert terms["loss"].shape == (5,)
+    np.testing.assert_allclose(terms["loss"].numpy(), expected, rtol=1e-12)
+
+
+def test_dip_vae_ii_adds_the_mean_posterior_variance_to_the_covariance_diagonal():
+    # C = Cov_b[μ_b] + diag((1/B) Σ_b σ_b²), the covariance of q(z) = (1/B) Σ_b q(z|x_b).
+    covariance = (np.cov(DIP_MEANS, rowvar=False, bias=True)
+                  + np.diag((DIP_SCALES**2).mean(0)))
+    settings = Dip2Settings(lambda_od=3.0, lambda_d=7.0)
+    terms = objectives.dip_vae_ii(dip_pass(), TrainingContext(), settings)
+    expected = expected_dip_loss(covariance, 3.0, 7.0)
+    assert terms["loss"].shape == (5,)
+    np.testing.assert_allclose(terms["loss"].numpy(), expected, rtol=1e-12)

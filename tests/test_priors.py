@@ -214,3 +214,18 @@ def test_standard_normal_prior_log_prob_is_the_normal_density():
     z = torch.randn(5, 7, 3)
     expected = Normal(0.0, 1.0).log_prob(z).sum(-1)
     assert torch.allclose(StandardNormalPrior(3).log_prob(z), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("prior", [StandardNormalPrior(3),
+                                   MixtureOfGaussiansPrior(3, IMAGE, MixtureSettings(4))])
+def test_prior_samples_come_from_the_generator_alone(prior):
+    """Model samples (and the sample metrics) repeat with the seed of the generator they are
+    given, whatever the global random state."""
+    like = torch.empty(0)
+    torch.manual_seed(1)
+    first = prior.sample(50, generator=torch.Generator().manual_seed(7), like=like)
+    torch.manual_seed(2)
+    again = prior.sample(50, generator=torch.Generator().manual_seed(7), like=like)
+    other = prior.sample(50, generator=torch.Generator().manual_seed(8), like=like)
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)

@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+import scipy.linalg
 import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 
@@ -229,3 +230,75 @@ def test_feature_net_trains_for_at_least_1500_steps_and_3_epochs(images, batch, 
     from vae_zoo.metrics.samples import default_epochs
 
     assert default_epochs(images, batch) == epochs
+
+
+def test_frechet_distance_of_float32_features_is_computed_in_float64():
+    """Feature nets return float32; the distance of those values is computed in float64, so it
+    equals the closed form of the float32 values to 1e-9 even far from the origin (in float32
+    the covariances of features near 100 lose about four digits)."""
+    generator = torch.Generator().manual_seed(0)
+    real = (100 + torch.randn(400, 3, generator=generator)).float()
+    fake = (100.5 + 1.1 * torch.randn(400, 3, generator=generator)).float()
+    a, b = real.double().numpy(), fake.double().numpy()
+    covariance_a, covariance_b = np.cov(a.T), np.cov(b.T)
+    root = scipy.linalg.sqrtm(covariance_a @ covariance_b).real
+    expected = (((a.mean(0) - b.mean(0)) ** 2).sum()
+                + np.trace(covariance_a + covariance_b - 2 * root))
+    assert frechet_distance(real, fake) == pytest.approx(expected, rel=1e-9)
+
+
+def test_frechet_distance_needs_two_rows_of_features_per_set():
+    two_rows = torch.tensor([[0.0], [1.0]])
+    assert frechet_distance(two_rows, two_rows + 3) == pytest.approx(9.0)
+    for bad in (torch.tensor([[0.0, 1.0]]), torch.tensor([0.0, 1.0, 2.0])):
+        with pytest.raises(ValueError, match="need \\(N >= 2, F\\) features"):
+            frechet_distance(bad, two_rows)
+        with pytest.raises(ValueError, match="need \\(N >= 2, F\\) features"):
+            frechet_distance(two_rows, bad)
+
+
+def test_a_point_exactly_at_a_radius_is_inside_the_manifold():
+    """Kynkäänniemi et al.: inside when within the k-th neighbour distance, boundary included.
+    Real points 0, 1, 2, 3 on a line with k = 1 have radius 1; the fake point 4 is exactly 1
+    from 3 (inside), 10 is outside: precision 1/2."""
+    real = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
+    fake = torch.tensor([[4.0], [10.0]])
+    precision, _ = precision_recall(real, fake, k=1)
+    assert precision == 0.5
+
+
+def test_precision_and_recall_need_more_than_k_points_per_set():
+    """With k + 1 points each point has a k-th neighbour: a set against itself scores 1, 1;
+    with k points there is none, which is refused."""
+    points = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [3.0, 3.0]])
+    assert precision_recall(points, points, k=3) == (1.0, 1.0)
+    with pytest.raises(ValueError, match="more than k=3"):
+        precision_recall(points[:3], points, k=3)
+    with pytest.raises(ValueError, match="more than k=3"):
+        precision_recall(points, points[:3], k=3)
+
+
+def test_precision_recall_default_neighbourhood_is_the_evaluation_default():
+    import inspect
+
+    from vae_zoo.evaluate import EvalConfig
+
+    default = inspect.signature(precision_recall).parameters["k"].default
+    assert default == EvalConfig().pr_neighbours == 3
+
+
+def test_the_feature_net_is_trained_as_documented(monkeypatch):
+    """The classifier behind FID, precision and recall: 64 features, Adam at 2e-3 (the
+    settings docs/results-format.md records with the feature net)."""
+    rates = []
+    adam = torch.optim.Adam
+
+    def recording_adam(parameters, lr):
+        rates.append(lr)
+        return adam(parameters, lr=lr)
+
+    monkeypatch.setattr(torch.optim, "Adam", recording_adam)
+    images = torch.rand(40, 1, 8, 8)
+    net = train_feature_net(images, torch.arange(40) % 2, 2, seed=0, epochs=1)
+    assert net.num_features == 64 and rates == [2e-3]
+    assert extract_features(net, images).shape == (40, 64)
