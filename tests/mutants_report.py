@@ -33,6 +33,32 @@ BLOCKS = ("how many rows of the distance matrix are computed at once (bounds mem
           "is computed whole whichever block it falls in (tested point by point in "
           "test_precision_recall_in_blocks_matches_the_definition_point_by_point)")
 
+VALIDATION = ("torch.distributions' argument checks: they can raise on an invalid parameter, "
+              "never change a value; every parameter here is valid by construction")
+ZERO_GRAD = ("gradients zeroed instead of set to None before the next backward pass: the same "
+             "gradients and the same Adam step")
+DETERMINISM = ("torch's deterministic-algorithm switch: the feature net's CPU kernels are "
+               "deterministic either way (its runs are bit-identical with the switch off), and "
+               "warn_only only decides whether a missing deterministic kernel warns or raises")
+# The three spellings of validate_args=False in torch.distributions calls, line before/after.
+VALIDATE_ARGS = [
+    (module, before.format(flag="validate_args=False"), before.format(flag=flag))
+    for module, before in [
+        ("vae_zoo/priors.py", "{flag})"),
+        ("vae_zoo/estimators.py", "{flag})"),
+        ("vae_zoo/likelihoods.py", "{flag})"),
+        ("vae_zoo/priors.py",
+         "return Independent(Normal(zeros, zeros + 1.0, {flag}), 1,"),
+        ("vae_zoo/estimators.py",
+         "return Independent(Normal(base.loc.detach(), base.scale.detach(), {flag}), 1,"),
+        ("vae_zoo/likelihoods.py",
+         "return Independent(Normal(mean, torch.exp(0.5 * log_var), {flag}), 1,"),
+        ("vae_zoo/likelihoods.py",
+         "return Normal(mean, self.log_scale.exp(), {flag}).log_prob(x)"),
+    ]
+    for flag in ("validate_args=None", "validate_args=True", "")
+]
+
 # (module file, line before, line after, why no reported number can change)
 EQUIVALENT: list[tuple[str, str, str, str]] = [
     # ---- objectives
@@ -165,6 +191,104 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
      "radii.append(distances.topk(k + 1, dim=1, largest=False).values[:, k])",
      "radii.append(distances.topk(k + 1, largest=False).values[:, k])",
      "the distances are (rows, N): topk's default dimension, the last, is dimension 1"),
+    # ---- argument validation, zeroing gradients, devices (every module)
+    *[(module, before, after, VALIDATION) for module, before, after in VALIDATE_ARGS],
+    ("vae_zoo/objectives.py", "self.optimizer.zero_grad(set_to_none=True)",
+     "self.optimizer.zero_grad(set_to_none=None)", ZERO_GRAD),
+    ("vae_zoo/objectives.py", "self.optimizer.zero_grad(set_to_none=True)",
+     "self.optimizer.zero_grad(set_to_none=False)", ZERO_GRAD),
+    ("vae_zoo/metrics/samples.py", "optimiser.zero_grad(set_to_none=True)",
+     "optimiser.zero_grad(set_to_none=None)", ZERO_GRAD),
+    ("vae_zoo/metrics/samples.py", "optimiser.zero_grad(set_to_none=True)",
+     "optimiser.zero_grad(set_to_none=False)", ZERO_GRAD),
+    ("vae_zoo/objectives.py", "dtype=z.dtype, device=z.device)", "dtype=None, device=z.device)",
+     DTYPE),
+    ("vae_zoo/objectives.py", "dtype=z.dtype, device=z.device)", "device=z.device)", DTYPE),
+    ("vae_zoo/objectives.py", "dtype=z.dtype, device=z.device)", "dtype=z.dtype, device=None)",
+     DEVICE),
+    ("vae_zoo/objectives.py", "dtype=z.dtype, device=z.device)", "dtype=z.dtype, )", DEVICE),
+    ("vae_zoo/objectives.py",
+     "log_marginals = torch.logsumexp(matrix + log_weights.unsqueeze(-1), dim=1).sum(-1)",
+     "log_marginals = torch.logsumexp(matrix + log_weights.unsqueeze(-1), dim=1).sum(+1)",
+     "the tensor is (batch, d): dimension 1 is dimension -1"),
+    ("vae_zoo/objectives.py", "return self.net(z).squeeze(-1)", "return self.net(z).squeeze(+1)",
+     "the logits are (batch, 1): dimension 1 is dimension -1"),
+    ("vae_zoo/objectives.py",
+     "targets = torch.cat([torch.ones(len(z)), torch.zeros(len(z))]).to(logits)",
+     "targets = torch.cat([torch.ones(len(z)), torch.zeros(len(z))]).to(None)", DTYPE),
+    ("vae_zoo/objectives.py",
+     "order = torch.argsort(torch.rand(z.shape, device=z.device), dim=0)",
+     "order = torch.argsort(torch.rand(z.shape, device=None), dim=0)", DEVICE),
+    ("vae_zoo/objectives.py",
+     "order = torch.argsort(torch.rand(z.shape, device=z.device), dim=0)",
+     "order = torch.argsort(torch.rand(z.shape, ), dim=0)", DEVICE),
+    ("vae_zoo/objectives.py", "latent_dim: int = 0):", "latent_dim: int = 1):",
+     "the default serves objectives without an auxiliary network, which never read it"),
+    ("vae_zoo/objectives.py", "self.name = name", "self.name = None",
+     "the name is kept for display; every term comes from `spec`"),
+    ("vae_zoo/likelihoods.py",
+     "noise = torch.rand(params.shape, device=params.device, dtype=params.dtype)",
+     "noise = torch.rand(params.shape, device=None, dtype=params.dtype)", DEVICE),
+    ("vae_zoo/likelihoods.py",
+     "noise = torch.rand(params.shape, device=params.device, dtype=params.dtype)",
+     "noise = torch.rand(params.shape, dtype=params.dtype)", DEVICE),
+    ("vae_zoo/likelihoods.py",
+     "noise = torch.rand(params.shape, device=params.device, dtype=params.dtype)",
+     "noise = torch.rand(params.shape, device=params.device, dtype=None)", DTYPE),
+    ("vae_zoo/likelihoods.py",
+     "noise = torch.rand(params.shape, device=params.device, dtype=params.dtype)",
+     "noise = torch.rand(params.shape, device=params.device, )", DTYPE),
+    ("vae_zoo/priors.py", "self.top_posterior: Callable | None = None",
+     "self.top_posterior: Callable | None = \"\"",
+     "before `attach` the prior cannot be used either way (an error, not a number); the model "
+     "attaches its encoder when it is built"),
+    ("vae_zoo/evaluate.py",
+     'arrays["traversals"] = traversals(model, images[:1], config.traversal_steps).numpy()',
+     'arrays["traversals"] = traversals(model, images[:2], config.traversal_steps).numpy()',
+     "traversals sweep around the first image's code; a second image would be encoded and "
+     "ignored"),
+    ("vae_zoo/metrics/factors.py", "codes = np.empty(values.shape, dtype=np.int64)",
+     "codes = np.empty(values.shape, dtype=None)",
+     "bin indices stored as floats are the same labels to mutual_info_score"),
+    ("vae_zoo/metrics/factors.py", "codes = np.empty(values.shape, dtype=np.int64)",
+     "codes = np.empty(values.shape, )",
+     "bin indices stored as floats are the same labels to mutual_info_score"),
+    ("vae_zoo/metrics/samples.py", "with torch.random.fork_rng(devices=[]):",
+     "with torch.random.fork_rng(devices=None):",
+     "which CUDA generators to save and restore: none exist on the CPU; on a GPU the feature "
+     "net's draws come from its own seeded generators either way"),
+    ("vae_zoo/metrics/samples.py", "torch.use_deterministic_algorithms(True, warn_only=True)",
+     "torch.use_deterministic_algorithms(True, )", DETERMINISM),
+    ("vae_zoo/metrics/samples.py", "torch.use_deterministic_algorithms(True, warn_only=True)",
+     "torch.use_deterministic_algorithms(True, warn_only=False)", DETERMINISM),
+    ("vae_zoo/metrics/samples.py", "torch.use_deterministic_algorithms(True, warn_only=True)",
+     "torch.use_deterministic_algorithms(False, warn_only=True)", DETERMINISM),
+    ("vae_zoo/metrics/samples.py",
+     "torch.use_deterministic_algorithms(was_deterministic, warn_only=was_warn_only)",
+     "torch.use_deterministic_algorithms(was_deterministic, )", DETERMINISM),
+    *[("vae_zoo/metrics/samples.py", before, after, DEVICE) for before, after in [
+        ("images = images.to(device=device, dtype=torch.float32)  # (N, C, H, W)",
+         "images = images.to(device=None, dtype=torch.float32)  # (N, C, H, W)"),
+        ("images = images.to(device=device, dtype=torch.float32)  # (N, C, H, W)",
+         "images = images.to(dtype=torch.float32)  # (N, C, H, W)"),
+        ("labels = labels.to(device=device, dtype=torch.long)  # (N,)",
+         "labels = labels.to(device=None, dtype=torch.long)  # (N,)"),
+        ("labels = labels.to(device=device, dtype=torch.long)  # (N,)",
+         "labels = labels.to(dtype=torch.long)  # (N,)"),
+        ("net.to(device).train()", "net.to(None).train()"),
+        ("order = torch.randperm(num_images, generator=shuffle).to(device)",
+         "order = torch.randperm(num_images, generator=shuffle).to(None)"),
+    ]],
+    *[("vae_zoo/metrics/samples.py", before, after, DTYPE) for before, after in [
+        ("images = images.to(device=device, dtype=torch.float32)  # (N, C, H, W)",
+         "images = images.to(device=device, dtype=None)  # (N, C, H, W)"),
+        ("images = images.to(device=device, dtype=torch.float32)  # (N, C, H, W)",
+         "images = images.to(device=device, )  # (N, C, H, W)"),
+        ("labels = labels.to(device=device, dtype=torch.long)  # (N,)",
+         "labels = labels.to(device=device, dtype=None)  # (N,)"),
+        ("labels = labels.to(device=device, dtype=torch.long)  # (N,)",
+         "labels = labels.to(device=device, )  # (N,)"),
+    ]],
     # ---- the report's statistics
     ("vae_zoo/report/statistics.py",
      'values = finished[metric].dropna() if metric in finished else pd.Series(dtype=float)',

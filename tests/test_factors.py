@@ -212,3 +212,37 @@ def test_linear_probe_refuses_a_split_that_leaves_fewer_than_two_rows_on_a_side(
     assert len(linear_probe_r2(rows, rows, train_fraction=0.2)) == 2  # 2 and 8 too
     with pytest.raises(ValueError, match="leaves a split empty"):
         linear_probe_r2(rows, rows, train_fraction=0.1)  # 1 to fit
+
+
+def test_mig_discretises_into_the_given_number_of_bins():
+    """A factor of 20 evenly spaced values, a latent equal to it and one that merges its values
+    in pairs: with 20 bins the first latent holds H(v) = ln 20 and the second ln 10, so MIG is
+    (ln 20 - ln 10) / ln 20; with 10 bins both are the same code and MIG is 0."""
+    factor = np.repeat(np.arange(20.0), 50)
+    latents = np.stack([factor, factor // 2], axis=1)
+    assert mutual_information_gap(latents, factor, bins=20) == pytest.approx(
+        math.log(2) / math.log(20))
+    assert mutual_information_gap(latents, factor, bins=10) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_mig_of_two_latents_sharing_a_factor_is_zero_and_a_binary_factor_counts():
+    """With exactly two latents the runner-up is the second one: two copies of a factor give 0.
+    A binary factor (entropy ln 2, below one nat) is a factor like any other: captured by one
+    latent alone, MIG 1."""
+    factor = np.repeat([0.0, 1.0], 100)
+    noise = np.random.default_rng(0).uniform(size=200)
+    assert mutual_information_gap(np.stack([factor, factor], 1), factor) == pytest.approx(0.0)
+    assert mutual_information_gap(np.stack([factor, noise], 1), factor) == pytest.approx(
+        1.0, abs=0.05)
+
+
+def test_mig_names_only_the_constant_factors():
+    factors = np.stack([np.zeros(100), np.repeat([0.0, 1.0], 50)], axis=1)
+    with pytest.raises(ValueError, match=r"factors \[0\] are constant"):
+        mutual_information_gap(np.random.default_rng(0).uniform(size=(100, 2)), factors)
+
+
+def test_factor_metrics_take_latents_that_still_require_gradients():
+    latents = torch.rand(50, 2, requires_grad=True)
+    factors = latents.detach().numpy() * 2
+    assert linear_probe_r2(latents, factors, seed=0) == pytest.approx([1.0, 1.0])

@@ -209,11 +209,14 @@ def test_bernoulli_needs_binary_pixels():
     assert BernoulliLikelihood.requirement("fixed", NoSettings()) is None
 
 
-@pytest.mark.parametrize("likelihood, settings", [
-    (GaussianLikelihood, GaussianSettings),
-    (ContinuousBernoulliLikelihood, DequantizeSettings),
+@pytest.mark.parametrize("likelihood, settings, name", [
+    (GaussianLikelihood, GaussianSettings, "Gaussian"),
+    (ContinuousBernoulliLikelihood, DequantizeSettings, "ContinuousBernoulli"),
 ])
-def test_densities_need_grey_levels_and_dequantisation(likelihood, settings):
+def test_densities_need_grey_levels_and_dequantisation(likelihood, settings, name):
+    for refusal in (likelihood.requirement("fixed", settings()),
+                    likelihood.requirement("none", settings(dequantize=False))):
+        assert refusal.startswith(f"{name} ")  # the message names the likelihood
     assert "binary" in likelihood.requirement("dynamic", settings())
     assert "binary" in likelihood.requirement("fixed", settings())
     assert "dequantize" in likelihood.requirement("none", settings(dequantize=False))
@@ -223,7 +226,8 @@ def test_densities_need_grey_levels_and_dequantisation(likelihood, settings):
 def test_discretised_logistic_needs_grey_levels():
     for binarize in ("dynamic", "fixed"):
         refusal = DiscretisedLogisticLikelihood.requirement(binarize, NoSettings())
-        assert "256 grey levels" in refusal and 'binarize = "none"' in refusal
+        assert refusal.startswith("the discretised logistic is a likelihood of 256 grey levels")
+        assert 'binarize = "none"' in refusal
     assert DiscretisedLogisticLikelihood.requirement("none", NoSettings()) is None
 
 

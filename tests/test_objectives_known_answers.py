@@ -404,3 +404,47 @@ def test_dip_vae_ii_adds_the_mean_posterior_variance_to_the_covariance_diagonal(
     expected = expected_dip_loss(covariance, 3.0, 7.0)
     assert terms["loss"].shape == (5,)
     np.testing.assert_allclose(terms["loss"].numpy(), expected, rtol=1e-12)
+
+
+def test_minibatch_stratified_weights_for_batches_of_one_and_two():
+    """One image: q(z) is its own posterior (weight 1). Two images out of N: weight 1/N on the
+    own image and (N - 1)/N on the other; out of N = 2, ½ each."""
+    z = torch.tensor([[0.3, -1.0], [1.2, 0.5]], dtype=torch.float64)
+    mean = torch.tensor([[0.0, -0.5], [1.0, 1.0]], dtype=torch.float64)
+    log_var = torch.tensor([[0.0, -1.0], [0.5, 0.2]], dtype=torch.float64)
+    density = Normal(mean[None], torch.exp(0.5 * log_var[None])).log_prob(z[:, None]).exp()
+    log_qz, log_marginals = objectives.minibatch_stratified_log_densities(
+        z[:1], mean[:1], log_var[:1], dataset_size=100)
+    assert torch.allclose(log_qz, torch.log(density[0, 0].prod())[None])
+    assert torch.allclose(log_marginals, torch.log(density[0, 0]).sum()[None])
+    for dataset_size in (2, 10):
+        weights = torch.full((2, 2), (dataset_size - 1) / dataset_size, dtype=torch.float64)
+        weights.fill_diagonal_(1 / dataset_size)
+        log_qz, log_marginals = objectives.minibatch_stratified_log_densities(
+            z, mean, log_var, dataset_size=dataset_size)
+        assert torch.allclose(log_qz, torch.log((density.prod(-1) * weights).sum(1)))
+        assert torch.allclose(log_marginals,
+                              torch.log((density * weights[..., None]).sum(1)).sum(-1))
+
+
+def test_iwae_trains_through_its_estimators_surrogate():
+    """The IWAE objective hands the training loop the estimator's surrogate (what DReG
+    replaces), negated like the loss: for reparameterisation it is the bound itself."""
+    _, _, out = small_pass(5)
+    terms = objectives.iwae(out, TrainingContext(), IwaeSettings(k=5))
+    log_w = out.log_importance_weights().double()
+    bound = torch.logsumexp(log_w, 0) - math.log(5)
+    assert torch.allclose(terms["loss"].double(), -bound, atol=1e-5)
+    assert torch.allclose(terms["surrogate"].double(), -bound, atol=1e-5)
+
+
+def test_the_factor_vae_discriminator_waits_for_codes_and_uses_kim_and_mnih_betas():
+    """Before any codes update() does nothing; its Adam has β = (0.5, 0.9) (Kim & Mnih)."""
+    discriminator = Discriminator(2, [4], learning_rate=1e-3)
+    before = [p.detach().clone() for p in discriminator.parameters()]
+    discriminator.update()
+    assert all(torch.equal(a, b) for a, b in zip(before, discriminator.parameters()))
+    discriminator.last_z = torch.randn(8, 2)
+    discriminator.update()
+    assert discriminator.optimizer.param_groups[0]["betas"] == (0.5, 0.9)
+    assert not all(torch.equal(a, b) for a, b in zip(before, discriminator.parameters()))

@@ -229,3 +229,15 @@ def test_prior_samples_come_from_the_generator_alone(prior):
     other = prior.sample(50, generator=torch.Generator().manual_seed(8), like=like)
     assert torch.equal(first, again)
     assert not torch.equal(first, other)
+
+
+def test_vamp_prior_has_its_pseudo_inputs_starting_near_grey():
+    """K pseudo-inputs of the image's shape, sigmoid of logits drawn with standard deviation
+    0.01: grey (0.5) to within a few hundredths."""
+    from vae_zoo.priors import VampPrior, VampSettings
+
+    torch.manual_seed(0)
+    prior = VampPrior(2, IMAGE, VampSettings(pseudo_inputs=30))
+    assert prior.pseudo_logits.shape == (30, *IMAGE)
+    assert 0.008 < prior.pseudo_logits.std().item() < 0.012
+    assert (prior.pseudo_inputs() - 0.5).abs().max() < 0.02

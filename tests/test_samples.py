@@ -302,3 +302,43 @@ def test_the_feature_net_is_trained_as_documented(monkeypatch):
     net = train_feature_net(images, torch.arange(40) % 2, 2, seed=0, epochs=1)
     assert net.num_features == 64 and rates == [2e-3]
     assert extract_features(net, images).shape == (40, 64)
+
+
+def test_the_feature_net_architecture_is_the_documented_one():
+    """Conv 3×3 stride 2 → BN → ReLU → conv 3×3 → BN → ReLU → pool 4×4 → linear → ELU, a
+    linear head: its parameter count worked out by hand, and its feature map sizes."""
+    net = FeatureNet(in_channels=1, num_classes=10, num_features=64)
+    by_hand = ((1 * 9 * 16 + 16) + 2 * 16  # conv 1→16 and its batch norm
+               + (16 * 9 * 32 + 32) + 2 * 32  # conv 16→32 and its batch norm
+               + (32 * 16 * 64 + 64)  # 32·4·4 pooled values → 64 features
+               + (64 * 10 + 10))  # class head
+    assert sum(p.numel() for p in net.parameters()) == by_hand
+    kinds = [type(layer).__name__ for layer in net.trunk]
+    assert kinds == ["Conv2d", "BatchNorm2d", "ReLU", "Conv2d", "BatchNorm2d", "ReLU",
+                     "AdaptiveAvgPool2d", "Flatten", "Linear", "ELU"]
+    first, second = net.trunk[0], net.trunk[3]
+    assert (first.stride, first.padding, second.stride, second.padding) == (
+        (2, 2), (1, 1), (1, 1), (1, 1))
+    net.eval()
+    x = torch.rand(2, 1, 28, 28)
+    assert net.trunk[:3](x).shape == (2, 16, 14, 14)  # stride 2 halves 28
+    assert net.trunk[:6](x).shape == (2, 32, 14, 14)
+    assert net(x).min() > -1.0  # ELU's floor
+
+
+def test_the_feature_net_sees_every_training_image_once_per_epoch(monkeypatch):
+    """Each epoch is one pass over a permutation of all the images, in batches of batch_size."""
+    seen = []
+    forward = FeatureNet.logits
+
+    def recording_logits(self, x):
+        if self.training:
+            seen.append(x.detach().flatten(1)[:, 0].clone())
+        return forward(self, x)
+
+    monkeypatch.setattr(FeatureNet, "logits", recording_logits)
+    images = torch.arange(10.0)[:, None, None, None].expand(10, 1, 8, 8).contiguous() / 10
+    train_feature_net(images, torch.arange(10) % 2, 2, seed=0, epochs=2, batch_size=4)
+    assert [len(batch) for batch in seen] == [4, 4, 2, 4, 4, 2]
+    for epoch in (seen[:3], seen[3:]):
+        assert sorted(torch.cat(epoch).tolist()) == pytest.approx(torch.arange(10.0) / 10)
