@@ -246,3 +246,15 @@ def test_factor_metrics_take_latents_that_still_require_gradients():
     latents = torch.rand(50, 2, requires_grad=True)
     factors = latents.detach().numpy() * 2
     assert linear_probe_r2(latents, factors, seed=0) == pytest.approx([1.0, 1.0])
+
+
+def test_factor_metrics_defaults_are_twenty_bins_and_seed_zero():
+    """What evaluate uses: MIG with 20 bins and the probe's split from seed 0."""
+    factor = np.repeat(np.arange(21.0), 50)  # 21 levels: 20 bins merge two of them
+    latents = np.stack([factor, factor // 2], axis=1)
+    twenty = mutual_information_gap(latents, factor, bins=20)
+    assert twenty != pytest.approx(mutual_information_gap(latents, factor, bins=21))
+    assert mutual_information_gap(latents, factor) == twenty
+    noisy = latents + np.random.default_rng(1).normal(size=latents.shape)
+    assert linear_probe_r2(noisy, factor) == linear_probe_r2(noisy, factor, seed=0)
+    assert linear_probe_r2(noisy, factor) != linear_probe_r2(noisy, factor, seed=1)

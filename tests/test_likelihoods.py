@@ -382,3 +382,12 @@ def test_continuous_bernoulli_log_normaliser_is_continuous_at_the_series_cutoff(
     assert values[0].item() == pytest.approx(values[1].item(), abs=1e-12)
     for value, logit in zip(values.tolist(), (below, cutoff), strict=True):
         assert value == pytest.approx(continuous_bernoulli_log_normaliser(logit), abs=1e-13)
+
+
+def test_likelihoods_built_directly_have_the_documented_defaults():
+    """Built without arguments: the Gaussian learns its scale (starting at 1) and does not
+    dequantise unless asked; the continuous Bernoulli dequantises."""
+    gaussian = GaussianLikelihood()
+    assert isinstance(gaussian.log_scale, torch.nn.Parameter) and gaussian.log_scale.item() == 0
+    assert gaussian.dequantize is False
+    assert ContinuousBernoulliLikelihood().dequantize is True

@@ -342,3 +342,19 @@ def test_the_feature_net_sees_every_training_image_once_per_epoch(monkeypatch):
     assert [len(batch) for batch in seen] == [4, 4, 2, 4, 4, 2]
     for epoch in (seen[:3], seen[3:]):
         assert sorted(torch.cat(epoch).tolist()) == pytest.approx(torch.arange(10.0) / 10)
+
+
+def test_precision_recall_uses_three_neighbours_by_default():
+    """Real points 0..9 on a line; fake points at 12 and 13. With k = 3 the radius of 9 is 3,
+    so 12 is inside and 13 is not (precision ½); with k = 4 both would be inside."""
+    real = torch.arange(10.0)[:, None]
+    fake = torch.tensor([[12.0], [13.0], [100.0], [101.0]])
+    assert precision_recall(real, fake) == precision_recall(real, fake, k=3)
+    assert precision_recall(real, fake)[0] == 0.25
+
+
+def test_the_feature_net_has_the_number_of_features_asked_for():
+    assert FeatureNet(in_channels=1, num_classes=3).num_features == 64
+    net = train_feature_net(torch.rand(20, 1, 8, 8), torch.arange(20) % 2, 2, epochs=1,
+                            num_features=8)
+    assert net.num_features == 8 and extract_features(net, torch.rand(3, 1, 8, 8)).shape == (3, 8)
