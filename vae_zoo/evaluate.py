@@ -42,7 +42,8 @@ from vae_zoo.roles import PRESENTATION, SPEED
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2015)
 
-
+# Functions run `with torch.inference_mode():` rather than under the decorator: mutmut (`make
+# mutants`) does not mutate decorated functions.
 
 
 @dataclass(frozen=True)
@@ -154,33 +155,33 @@ def evaluate(model: VAE, data: ImageData, config: EvalConfig, *, seed: int,
     return metrics, arrays
 
 
-@torch.inference_mode()
 def posterior_means(model: VAE, images: Tensor, batch_size: int) -> Tensor:
     """E_q[z|x] of every image and every stochastic layer, bottom first: (N, Σ d_l), on the
     CPU. Upper layers are taken at the means of the layers below."""
-    return torch.cat([torch.cat(model.posterior_means(batch), -1).cpu()
-                      for batch in images.split(batch_size)])
+    with torch.inference_mode():
+        return torch.cat([torch.cat(model.posterior_means(batch), -1).cpu()
+                          for batch in images.split(batch_size)])
 
 
-@torch.inference_mode()
 def latent_statistics(model: VAE, images: Tensor, batch_size: int) -> dict:
     """Posterior means of every layer (N, Σ d_l), their variance across images per unit, the
     mean KL per unit and the per-pixel reconstruction error at the posterior mean."""
-    means, kl, squared_error = [], [], 0.0
-    for batch in images.split(batch_size):
-        posterior = model.posterior(batch)  # encoded once for the means and the KL
-        layer_means = model.posterior_means(batch, posterior)
-        means.append(torch.cat(layer_means, -1).cpu())
-        kl.append(model.kl_per_dim(batch, posterior).double().sum(0).cpu())
-        reconstruction = model.decode_mean(layer_means[0])
-        squared_error += (reconstruction - batch).double().pow(2).sum().item()
-    all_means = torch.cat(means)
-    return {
-        "means": all_means,
-        "mean_variance": all_means.double().var(0),
-        "kl_per_dim": (torch.stack(kl).sum(0) / len(images)).float(),
-        "mse": squared_error / images.numel(),
-    }
+    with torch.inference_mode():
+        means, kl, squared_error = [], [], 0.0
+        for batch in images.split(batch_size):
+            posterior = model.posterior(batch)  # encoded once for the means and the KL
+            layer_means = model.posterior_means(batch, posterior)
+            means.append(torch.cat(layer_means, -1).cpu())
+            kl.append(model.kl_per_dim(batch, posterior).double().sum(0).cpu())
+            reconstruction = model.decode_mean(layer_means[0])
+            squared_error += (reconstruction - batch).double().pow(2).sum().item()
+        all_means = torch.cat(means)
+        return {
+            "means": all_means,
+            "mean_variance": all_means.double().var(0),
+            "kl_per_dim": (torch.stack(kl).sum(0) / len(images)).float(),
+            "mse": squared_error / images.numel(),
+        }
 
 
 def active_unit_metrics(model: VAE, mean_variance: Tensor) -> dict[str, float]:
@@ -203,15 +204,15 @@ def factor_metrics(latent_means: Tensor, factors: Tensor, factor_names: tuple[st
     return metrics
 
 
-@torch.inference_mode()
 def draw_samples(model: VAE, data: ImageData, count: int, generator: torch.Generator) -> Tensor:
     """`count` images from the model in the data's own space: x ~ p(x|z) for binarised data (as
     the real test images are binary), the decoder mean for grey-level data."""
-    like = torch.empty(0, device=data.device)  # the samples' dtype and device
-    means = model.sample(count, generator=generator, like=like).clamp(0, 1)
-    if data.binarize == "none":
-        return means
-    return torch.bernoulli(means, generator=generator)
+    with torch.inference_mode():
+        like = torch.empty(0, device=data.device)  # the samples' dtype and device
+        means = model.sample(count, generator=generator, like=like).clamp(0, 1)
+        if data.binarize == "none":
+            return means
+        return torch.bernoulli(means, generator=generator)
 
 
 @dataclass(frozen=True)
@@ -262,32 +263,32 @@ def feature_device(net: torch.nn.Module) -> torch.device:
     return next(net.parameters()).device
 
 
-@torch.inference_mode()
 def traversals(model: VAE, image: Tensor, steps: int) -> Tensor:
     """Decoder means as each dimension of the top layer's posterior mean for one image is swept
     over [-3, 3] with the others fixed, decoded through the means of the layers below:
     (top latent, steps, C, H, W)."""
-    code = model.posterior_means(image)[-1][0]  # (top latent,)
-    size = len(code)
-    values = torch.linspace(-3, 3, steps, device=code.device)
-    codes = code.repeat(size, steps, 1)  # (latent, steps, latent)
-    dims = torch.arange(size, device=code.device)
-    codes[dims, :, dims] = values
-    return model.decode_mean(model.descend(codes, sample=False)).clamp(0, 1).float().cpu()
+    with torch.inference_mode():
+        code = model.posterior_means(image)[-1][0]  # (top latent,)
+        size = len(code)
+        values = torch.linspace(-3, 3, steps, device=code.device)
+        codes = code.repeat(size, steps, 1)  # (latent, steps, latent)
+        dims = torch.arange(size, device=code.device)
+        codes[dims, :, dims] = values
+        return model.decode_mean(model.descend(codes, sample=False)).clamp(0, 1).float().cpu()
 
 
-@torch.inference_mode()
 def report_images(model: VAE, data: ImageData, config: EvalConfig,
                   seed: int) -> dict[str, np.ndarray]:
     """Decoder means of prior samples, and test images with their reconstructions."""
-    generator = torch.Generator(device=data.device).manual_seed(seed)
-    count = min(config.grid_images, len(data.test))
-    originals = data.test.first_images(count)
-    reconstructions = model.decode_mean(model.posterior(originals).mean)
-    samples = model.sample(config.grid_images, generator=generator, like=originals)
+    with torch.inference_mode():
+        generator = torch.Generator(device=data.device).manual_seed(seed)
+        count = min(config.grid_images, len(data.test))
+        originals = data.test.first_images(count)
+        reconstructions = model.decode_mean(model.posterior(originals).mean)
+        samples = model.sample(config.grid_images, generator=generator, like=originals)
 
-    def as_array(images: Tensor) -> np.ndarray:
-        return images.clamp(0, 1).float().cpu().numpy()
+        def as_array(images: Tensor) -> np.ndarray:
+            return images.clamp(0, 1).float().cpu().numpy()
 
-    return {"samples": as_array(samples), "originals": as_array(originals),
-            "reconstructions": as_array(reconstructions)}
+        return {"samples": as_array(samples), "originals": as_array(originals),
+                "reconstructions": as_array(reconstructions)}
