@@ -59,6 +59,17 @@ VALIDATE_ARGS = [
     for flag in ("validate_args=None", "validate_args=True", "")
 ]
 
+UNUSED_DEFAULT = ("a default the harness never uses: evaluate passes its configured sizes "
+                  "(tested in test_evaluate_passes_its_settings_to_the_estimators), which only "
+                  "decide how many images and samples are computed at once")
+SEEDED_GROUP = ("report_images runs only inside evaluate, which seeds the global random stream "
+                "with the run's seed before each metric group: samples drawn from the global "
+                "stream repeat with the seed just as those of the seeded generator do (tested: "
+                "the report's sample grid repeats whatever the global state before)")
+ENCODED_ONCE = ("the batch is encoded once and its posterior handed on; without the posterior "
+                "the method encodes the same batch again (the same means and KL), and with it "
+                "the batch itself is not read")
+
 # (module file, line before, line after, why no reported number can change)
 EQUIVALENT: list[tuple[str, str, str, str]] = [
     # ---- objectives
@@ -158,6 +169,55 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
      "generator = torch.Generator(device=None).manual_seed(seed)", DEVICE),
     ("vae_zoo/evaluate.py", "fake = extract_features(net, samples.to(feature_device(net)))",
      "fake = extract_features(net, samples.to(None))", DEVICE),
+    ("vae_zoo/evaluate.py",
+     "return torch.cat([torch.cat(model.posterior_means(batch), -1).cpu()",
+     "return torch.cat([torch.cat(model.posterior_means(batch), +1).cpu()",
+     "the layers' means are (batch, d_l): dimension 1 is dimension -1"),
+    ("vae_zoo/evaluate.py", "means.append(torch.cat(layer_means, -1).cpu())",
+     "means.append(torch.cat(layer_means, +1).cpu())",
+     "the layers' means are (batch, d_l): dimension 1 is dimension -1"),
+    *[("vae_zoo/evaluate.py", before, after, ENCODED_ONCE) for before, after in [
+        ("posterior = model.posterior(batch)  # encoded once for the means and the KL",
+         "posterior = None  # encoded once for the means and the KL"),
+        ("layer_means = model.posterior_means(batch, posterior)",
+         "layer_means = model.posterior_means(batch, None)"),
+        ("layer_means = model.posterior_means(batch, posterior)",
+         "layer_means = model.posterior_means(batch, )"),
+        ("layer_means = model.posterior_means(batch, posterior)",
+         "layer_means = model.posterior_means(None, posterior)"),
+        ("kl.append(model.kl_per_dim(batch, posterior).double().sum(0).cpu())",
+         "kl.append(model.kl_per_dim(batch, None).double().sum(0).cpu())"),
+        ("kl.append(model.kl_per_dim(batch, posterior).double().sum(0).cpu())",
+         "kl.append(model.kl_per_dim(batch, ).double().sum(0).cpu())"),
+    ]],
+    ("vae_zoo/evaluate.py",
+     "kl.append(model.kl_per_dim(batch, posterior).double().sum(0).cpu())",
+     "kl.append(model.kl_per_dim(None, posterior).double().sum(0).cpu())", ENCODED_ONCE),
+    ("vae_zoo/evaluate.py",
+     "like = torch.empty(0, device=data.device)  # the samples' dtype and device",
+     "like = torch.empty(0, device=None)  # the samples' dtype and device", DEVICE),
+    ("vae_zoo/evaluate.py",
+     "like = torch.empty(0, device=data.device)  # the samples' dtype and device",
+     "like = torch.empty(0, )  # the samples' dtype and device", DEVICE),
+    ("vae_zoo/evaluate.py",
+     "like = torch.empty(0, device=data.device)  # the samples' dtype and device",
+     "like = torch.empty(1, device=data.device)  # the samples' dtype and device",
+     "`like` only carries the samples' dtype and device; its size is never read"),
+    *[("vae_zoo/evaluate.py", before, after, DEVICE) for before, after in [
+        ("values = torch.linspace(-3, 3, steps, device=code.device)",
+         "values = torch.linspace(-3, 3, steps, device=None)"),
+        ("values = torch.linspace(-3, 3, steps, device=code.device)",
+         "values = torch.linspace(-3, 3, steps, )"),
+        ("dims = torch.arange(size, device=code.device)", "dims = torch.arange(size, device=None)"),
+        ("dims = torch.arange(size, device=code.device)", "dims = torch.arange(size, )"),
+    ]],
+    *[("vae_zoo/evaluate.py", before, after, SEEDED_GROUP) for before, after in [
+        ("generator = torch.Generator(device=data.device).manual_seed(seed)", "generator = None"),
+        ("samples = model.sample(config.grid_images, generator=generator, like=originals)",
+         "samples = model.sample(config.grid_images, generator=None, like=originals)"),
+        ("samples = model.sample(config.grid_images, generator=generator, like=originals)",
+         "samples = model.sample(config.grid_images, like=originals)"),
+    ]],
     # ---- sample metrics
     ("vae_zoo/metrics/samples.py", "device = next(net.parameters()).device", "device = None",
      DEVICE),
@@ -302,6 +362,38 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
         ("labels = labels.to(device=device, dtype=torch.long)  # (N,)",
          "labels = labels.to(device=device, )  # (N,)"),
     ]],
+    # ---- likelihood estimators
+    ("vae_zoo/metrics/likelihood.py",
+     "def elbo_terms(model: VAE, images: Tensor, batch_size: int = 1000) -> dict[str, Tensor]:",
+     "def elbo_terms(model: VAE, images: Tensor, batch_size: int = 1001) -> dict[str, Tensor]:",
+     UNUSED_DEFAULT),
+    ("vae_zoo/metrics/likelihood.py", "out = model(batch, 1)", "out = model(batch, )",
+     "the model's default is one sample of z"),
+    ("vae_zoo/metrics/likelihood.py",
+     "model: VAE, images: Tensor, samples: int, batch_size: int = 100, chunk: int = 100",
+     "model: VAE, images: Tensor, samples: int, batch_size: int = 101, chunk: int = 100",
+     UNUSED_DEFAULT),
+    ("vae_zoo/metrics/likelihood.py",
+     "model: VAE, images: Tensor, samples: int, batch_size: int = 100, chunk: int = 100",
+     "model: VAE, images: Tensor, samples: int, batch_size: int = 100, chunk: int = 101",
+     UNUSED_DEFAULT),
+    ("vae_zoo/metrics/likelihood.py",
+     "total = torch.full((len(batch),), -math.inf, device=batch.device)",
+     "total = torch.full((len(batch),), -math.inf, device=None)", DEVICE),
+    ("vae_zoo/metrics/likelihood.py",
+     "total = torch.full((len(batch),), -math.inf, device=batch.device)",
+     "total = torch.full((len(batch),), -math.inf, )", DEVICE),
+    ("vae_zoo/objectives.py",
+     "log_weights = torch.zeros(batch, batch, dtype=z.dtype, device=z.device)",
+     "log_weights = torch.zeros(batch, dtype=z.dtype, device=z.device)",
+     "zeros of shape (B,) broadcast over the (B, B) matrix as the (B, B) zeros do"),
+    *[("vae_zoo/objectives.py",
+       "log_weights = torch.zeros(batch, batch, dtype=z.dtype, device=z.device)", after, reason)
+      for after, reason in [
+          ("log_weights = torch.zeros(batch, batch, dtype=None, device=z.device)", DTYPE),
+          ("log_weights = torch.zeros(batch, batch, device=z.device)", DTYPE),
+          ("log_weights = torch.zeros(batch, batch, dtype=z.dtype, device=None)", DEVICE),
+          ("log_weights = torch.zeros(batch, batch, dtype=z.dtype, )", DEVICE)]],
     # ---- the report's statistics
     ("vae_zoo/report/statistics.py",
      'values = finished[metric].dropna() if metric in finished else pd.Series(dtype=float)',

@@ -479,3 +479,107 @@ def test_sample_metrics_score_the_drawn_samples_and_repeat_with_the_seed(monkeyp
     assert first["fid"] == pytest.approx(frechet_by_hand(real, fake), rel=1e-4)
     assert first["precision"] == fraction_inside_by_hand(fake, real, 1)
     assert first["recall"] == fraction_inside_by_hand(real, fake, 1)
+
+
+# --- the latents of a two-layer model; samples in the data's range ---------------------------
+
+
+def test_posterior_means_of_a_two_layer_model_are_one_row_per_image_bottom_layer_first():
+    """(N, d₁ + d₂): the first d₁ columns are q(z₁|x)'s means, the next d₂ those of q(z₂|z₁)
+    at z₁'s means, through `posterior_means` and `latent_statistics` alike."""
+    from vae_zoo.evaluate import posterior_means
+
+    torch.manual_seed(0)
+    model, _ = zoo.build("vae-2layer", IMAGE, {"latent_dim": 3, "top_latent_dim": 2,
+                                               "hidden": [8], "top_hidden": [6]})
+    model.eval()
+    images = binary_pixels(7, 0.5, seed=3).float() / 255
+    with torch.no_grad():
+        bottom = model.encoders[0](images)[0]
+        top = model.encoders[1](bottom)[0]
+    expected = torch.cat([bottom, top], 1)
+    torch.testing.assert_close(posterior_means(model, images, batch_size=3), expected)
+    statistics = latent_statistics(model, images, batch_size=3)
+    torch.testing.assert_close(statistics["means"], expected)
+    assert statistics["kl_per_dim"].shape == (5,)
+
+
+OUT_OF_RANGE = torch.tensor([-0.5, 0.3, 1.7]).repeat(6)[:PIXELS].reshape(IMAGE)
+CLIPPED = OUT_OF_RANGE.clamp(0, 1)
+
+
+class ConstantMeans(nn.Module):
+    """A Gaussian decoder whose means, -0.5, 0.3 and 1.7 over the pixels, ignore z."""
+
+    def forward(self, z):
+        return OUT_OF_RANGE.expand(*z.shape[:-1], *IMAGE)
+
+
+def out_of_range_model() -> VAE:
+    from vae_zoo.likelihoods import GaussianLikelihood
+
+    networks = Networks([PriorEncoder(2)], [], ConstantMeans(), [2])
+    return VAE(networks, GaussianLikelihood(0.1, dequantize=True), StandardNormalPrior(2))
+
+
+def test_samples_of_grey_level_data_are_clipped_to_the_pixel_range_and_follow_the_seed():
+    """Decoder means outside [0, 1] (a Gaussian decoder's can be) are clipped: samples of a
+    decoder putting out -0.5, 0.3 and 1.7 are 0, 0.3 and 1; and they depend on the generator's
+    seed alone, whatever the global random state."""
+    model = out_of_range_model()
+    pixels = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (10, *IMAGE),
+                                                                  dtype=np.uint8))
+    data = made_data(pixels, pixels.clone(), binarize="none")
+    samples = draw_samples(model, data, 4, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(samples, CLIPPED.expand(4, *IMAGE))
+
+    grey = made_data(pixels, pixels.clone(), binarize="none")
+    networks = Networks([PriorEncoder(2)], [], RecordingLinearDecoder(2), [2])
+    linear = VAE(networks, BernoulliLikelihood(), StandardNormalPrior(2)).eval()
+    torch.manual_seed(1)
+    first = draw_samples(linear, grey, 30, torch.Generator().manual_seed(5))
+    torch.manual_seed(2)
+    again = draw_samples(linear, grey, 30, torch.Generator().manual_seed(5))
+    assert torch.equal(first, again)
+    assert not torch.equal(first, draw_samples(linear, grey, 30, torch.Generator().manual_seed(6)))
+
+
+def test_report_images_and_traversals_are_clipped_to_the_pixel_range_and_follow_the_seed():
+    """The report's sample grid, reconstructions and traversals show decoder means clipped to
+    [0, 1]; the sample grid comes from the seed alone, whatever the global random state."""
+    pixels = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (6, *IMAGE),
+                                                                  dtype=np.uint8))
+    data = made_data(pixels, pixels.clone(), binarize="none")
+    config = EvalConfig(grid_images=4, traversal_steps=3)
+    model = out_of_range_model()
+    _, arrays = evaluate(model, data, config, seed=3, log=quiet, groups=("images",))
+    for name in ("samples", "reconstructions"):
+        np.testing.assert_allclose(arrays[name], CLIPPED.expand(4, *IMAGE).numpy())
+    torch.testing.assert_close(traversals(model, data.test.images[:1], 3),
+                               CLIPPED.expand(2, 3, *IMAGE))
+    networks = Networks([PriorEncoder(2)], [], RecordingLinearDecoder(2), [2])
+    linear = VAE(networks, BernoulliLikelihood(), StandardNormalPrior(2)).eval()
+    torch.manual_seed(1)
+    _, first = evaluate(linear, data, config, seed=3, log=quiet, groups=("images",))
+    torch.manual_seed(2)
+    _, again = evaluate(linear, data, config, seed=3, log=quiet, groups=("images",))
+    _, other = evaluate(linear, data, config, seed=4, log=quiet, groups=("images",))
+    np.testing.assert_array_equal(first["samples"], again["samples"])
+    assert not np.array_equal(first["samples"], other["samples"])
+
+
+def test_the_elbo_is_measured_with_one_sample_of_z_per_image(monkeypatch):
+    """test_elbo is the β = 1 ELBO with one sample: the model is asked for k = 1."""
+    from vae_zoo.metrics.likelihood import elbo_terms
+
+    model = constant_model()
+    asked = []
+    forward = type(model).forward
+
+    def recording_forward(self, x, *args, **kwargs):
+        asked.append(args[0] if args else kwargs.get("k", 1))
+        return forward(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "forward", recording_forward)
+    elbo_terms(model, binary_pixels(5, 0.5, seed=1).float() / 255, batch_size=2)
+    assert asked == [1, 1, 1]
