@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY_SUITE
 
 import vae_zoo
 from vae_zoo.cli import main
@@ -424,27 +425,11 @@ def test_the_next_run_recovers_or_clears_staging_folders_of_dead_processes_only(
 
 # --- a Gaussian model's samples and reconstructions ----------------------------------------------
 
-GAUSSIAN_SUITE = """
-datasets = ["circles"]
-models = ["mlp-vae"]
-seeds = [0]
-[train]
-epochs = 2
-batch_size = 50
-[eval]
-nll_samples = 20
-grid_images = 8
-[dataset.circles]
-side = 8
-train_size = 300
-val_size = 100
-test_size = 100
-binarize = "none"
-[model.mlp-vae]
-latent_dim = 3
-hidden = [32]
-likelihood = "gaussian"
-"""
+# conftest's tiny suite with mlp-vae alone, on grey levels, with a Gaussian likelihood.
+GAUSSIAN_SUITE = (TINY_SUITE.split("[model.iwae]")[0]
+                  .replace('models = ["mlp-vae", "iwae"]', 'models = ["mlp-vae"]')
+                  .replace("test_size = 100\n", 'test_size = 100\nbinarize = "none"\n')
+                  + 'likelihood = "gaussian"\n')
 
 
 def test_a_gaussian_models_images_are_its_decoder_means_clipped_to_the_unit_interval(tmp_path):

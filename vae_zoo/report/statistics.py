@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-FINISHED = "finished"
+from vae_zoo.harness.store import FINISHED
 
 
 def aggregate(runs: pd.DataFrame, models: list[str], dataset: str,

@@ -19,7 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 from vae_zoo.errors import UserError
-from vae_zoo.report.statistics import FINISHED, aggregate, best_models
+from vae_zoo.harness.store import FINISHED
+from vae_zoo.report.statistics import aggregate, best_models
 
 RUN_COLUMNS = ["run_id", "dataset", "model", "seed", "status", "reason"]
 SWEEP_PREFIX = "hp_"  # summary.csv columns holding a swept hyper-parameter's value
