@@ -8,8 +8,10 @@ Python), binarised as the dataset asks:
 - `fixed`: one draw made once with a fixed seed,
 - `none`: grey levels as they are.
 Validation and test images are binarised once with a fixed seed whenever binarisation is on, so
-every model is evaluated on the very same images. A binarised split stores 0 or 255 per pixel,
-so its float images are exactly 0.0 or 1.0.
+every model is evaluated on the very same images. Each split has its own seed: image i of the
+training, validation and test splits gets independent noise (one shared seed would give them
+identical noise patterns and make held-out images look closer to training ones than they are).
+A binarised split stores 0 or 255 per pixel, so its float images are exactly 0.0 or 1.0.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ LOADING_OPTIONS = ("download",)
 def result_options(options: dict) -> dict:
     """The options that determine the data (all but `LOADING_OPTIONS`)."""
     return {key: value for key, value in options.items() if key not in LOADING_OPTIONS}
-# The seed of every fixed binarisation: it belongs to the dataset, not to the run.
-FIXED_BINARIZATION_SEED = 1234
+# The seed of each split's fixed binarisation: it belongs to the dataset, not to the run.
+FIXED_BINARIZATION_SEEDS = {"train": 1234, "val": 1235, "test": 1236}
 
 
 @dataclass
@@ -136,10 +138,11 @@ class ImageData:
             yield batch
 
 
-def binarize_fixed(pixels: Tensor) -> Tensor:
-    """One Bernoulli draw of every uint8 pixel, on with probability pixel / 255, with the
-    dataset's fixed seed; returns uint8 pixels of 0 or 255."""
-    generator = torch.Generator(device=pixels.device).manual_seed(FIXED_BINARIZATION_SEED)
+def binarize_fixed(pixels: Tensor, split: str) -> Tensor:
+    """One Bernoulli draw of every uint8 pixel, on with probability pixel / 255, with the fixed
+    seed of `split` ("train", "val" or "test"); returns uint8 pixels of 0 or 255."""
+    seed = FIXED_BINARIZATION_SEEDS[split]
+    generator = torch.Generator(device=pixels.device).manual_seed(seed)
     draws = torch.bernoulli(pixels.float() / 255, generator=generator)
     return (draws * 255).to(torch.uint8)
 
@@ -164,10 +167,10 @@ def make_splits(
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(split_seed))
     val, train = train.select(order[:val_size]), train.select(order[val_size:])
     if binarize != "none":
-        val = replace(val, pixels=binarize_fixed(val.pixels))
-        test = replace(test, pixels=binarize_fixed(test.pixels))
+        val = replace(val, pixels=binarize_fixed(val.pixels, "val"))
+        test = replace(test, pixels=binarize_fixed(test.pixels, "test"))
     if binarize == "fixed":
-        train = replace(train, pixels=binarize_fixed(train.pixels))
+        train = replace(train, pixels=binarize_fixed(train.pixels, "train"))
     return ImageData(
         name=name,
         train=train,

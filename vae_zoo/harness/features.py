@@ -56,7 +56,7 @@ def feature_net_for(data: ImageData, fingerprint: str, cache_root: Path,
         classes = FACTOR_BINS**2
     if data.binarize == "dynamic":
         # Trained on one fixed draw, in the same space as the test images.
-        train = replace(train, pixels=binarize_fixed(train.pixels))
+        train = replace(train, pixels=binarize_fixed(train.pixels, "train"))
     cache_dir = Path(cache_root) / "features"
     cache_dir.mkdir(parents=True, exist_ok=True)
     # Trained on the device the cells evaluate on: the device class is part of their evaluation
