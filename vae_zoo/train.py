@@ -1,4 +1,20 @@
-"""The training loop: Adam on mini-batches, validation ELBO every epoch, best checkpoint kept."""
+"""The training loop: Adam on mini-batches; every epoch the validation ELBO and the validation
+value of the entry's own objective; the checkpoint chosen by `select`; optional early stopping;
+and whether training had converged when it stopped.
+
+Selection (`TrainConfig.select`):
+- "objective" (default): the epoch with the best validation value of what the entry trains on
+  (the IWAE bound for IWAE entries, the β-weighted ELBO for β-VAE, ...), its schedules (KL
+  warm-up, capacity) at their end-of-training values so that every epoch is scored by the same
+  function;
+- "elbo": the epoch with the best validation ELBO (β = 1, one sample);
+- "last": the last epoch (the IWAE paper did no early stopping).
+
+Convergence: with E epochs trained and q = ceil(E / 4), training counts as converged when the
+best validation criterion of the last q epochs improves on the best of the epochs before by less
+than `convergence_tolerance` (relative to the latter's magnitude). Runs of one epoch never count
+as converged. The criterion is the selection's ("objective" for "last").
+"""
 
 from __future__ import annotations
 
@@ -16,13 +32,14 @@ from vae_zoo.objectives import Objective, TrainingContext
 from vae_zoo.roles import STORAGE
 
 LR_SCHEDULES = ("constant", "iwae-paper")
+SELECTIONS = ("objective", "elbo", "last")
 RUNNING_LOSS_EVERY = 50  # batches between progress-bar updates of the running loss
-
-
 
 
 @dataclass(frozen=True)
 class TrainConfig:
+    # The budget: epochs trained, or the most epochs with early stopping (`patience` > 0). A
+    # suite may write it as `max_epochs` when it sets `patience`.
     epochs: int = 10
     batch_size: int = 100
     learning_rate: float = 1e-3
@@ -34,6 +51,10 @@ class TrainConfig:
     # the validation ELBO's draws come from the stream training continues with, in blocks whose
     # boundaries follow the batching, so it changes the later training noise and the best epoch.
     eval_batch_size: int = 1000
+    select: str = field(default="objective", metadata={"choices": SELECTIONS})
+    # Early stopping: stop after this many epochs without a better selection criterion (0: off).
+    patience: int = 0
+    convergence_tolerance: float = 1e-3
     keep_checkpoints: bool = field(default=True, metadata=STORAGE)  # weights in the run dir
 
 
@@ -44,15 +65,48 @@ class DivergenceError(RuntimeError):
 @dataclass
 class TrainResult:
     history: list[dict] = field(default_factory=list)  # one row per epoch
-    best_epoch: int = 0
-    best_val_elbo: float = -float("inf")
+    best_epoch: int = 0  # the selected epoch
+    best_value: float = -float("inf")  # its selection criterion (higher is better)
     final_state: dict | None = None  # the last epoch's weights, when they are not the best's
     train_seconds: float = 0.0
     train_images: int = 0
+    stopped_early: bool = False
+    converged: bool = False
+
+    @property
+    def epochs_trained(self) -> int:
+        return len(self.history)
 
     @property
     def images_per_second(self) -> float:
         return self.train_images / self.train_seconds if self.train_seconds else 0.0
+
+
+def criterion_column(select: str) -> str:
+    """The history column an epoch is selected by and convergence is judged on."""
+    return "val_elbo" if select == "elbo" else "val_objective"
+
+
+def has_converged(values: list[float], tolerance: float) -> bool:
+    """Whether a validation criterion (higher is better, one value per epoch) has stopped
+    improving: the best of the last quarter of epochs (at least one) beats the best before it by
+    less than `tolerance` times the latter's magnitude."""
+    if len(values) < 2:
+        return False
+    last_quarter = -(-len(values) // 4)
+    before, recent = max(values[:-last_quarter]), max(values[-last_quarter:])
+    return recent - before < tolerance * abs(before)
+
+
+def validation_objective(model: VAE, objective: Objective, images: torch.Tensor,
+                         batch_size: int, context: TrainingContext) -> float:
+    """Mean over `images` of minus the objective's `loss`: the validation value of what the
+    entry trains on (higher is better), with schedules at `context`."""
+    with torch.no_grad():
+        total = 0.0
+        for batch in images.split(batch_size):
+            total += objective(model, batch, context)["loss"].double().sum().item()
+        return -total / len(images)
 
 
 def backward(model: VAE, terms: dict) -> None:
@@ -91,8 +145,8 @@ def train(
     on_epoch: Callable[[dict], None] | None = None,
     on_running_loss: Callable[[float], None] | None = None,
 ) -> TrainResult:
-    """Train `model` on `data.train` and leave it holding the weights of its best epoch by
-    validation ELBO. Raises `DivergenceError` when the loss stops being finite.
+    """Train `model` on `data.train` and leave it holding the weights of the epoch that
+    `config.select` picks. Raises `DivergenceError` when the loss stops being finite.
 
     `on_epoch` receives each epoch's history row (for progress bars and trackers), and
     `on_running_loss` the mean training loss of the epoch so far, every RUNNING_LOSS_EVERY batches.
@@ -101,6 +155,10 @@ def train(
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, eps=config.adam_eps)
     objective.to(data.device)
     steps_per_epoch = -(-len(data.train) // config.batch_size)
+    # Every epoch's validation objective is scored with the schedules' final values.
+    final_context = TrainingContext(config.epochs * steps_per_epoch, steps_per_epoch,
+                                    len(data.train))
+    criterion = criterion_column(config.select)
     step = 0
     result = TrainResult()
     best_state = copy.deepcopy(model.state_dict())
@@ -136,14 +194,23 @@ def train(
                elbo_terms(model, val_images, config.eval_batch_size).items()}
         row = {"epoch": epoch, "train_loss": train_loss, "train_recon": train_recon,
                "train_kl": train_kl, "val_elbo": val["elbo"], "val_recon": val["recon"],
-               "val_kl": val["kl"], "seconds": seconds}
+               "val_kl": val["kl"],
+               "val_objective": validation_objective(model, objective, val_images,
+                                                     config.eval_batch_size, final_context),
+               "seconds": seconds}
         result.history.append(row)
-        if val["elbo"] > result.best_val_elbo:
-            result.best_epoch, result.best_val_elbo = epoch, val["elbo"]
+        if config.select == "last" or row[criterion] > result.best_value:
+            result.best_epoch, result.best_value = epoch, row[criterion]
             best_state = copy.deepcopy(model.state_dict())
         if on_epoch is not None:
             on_epoch(row)
-    if result.best_epoch != config.epochs:
+        values = [past[criterion] for past in result.history]
+        if config.patience and epoch - values.index(max(values)) - 1 >= config.patience:
+            result.stopped_early = True
+            break
+    result.converged = has_converged([row[criterion] for row in result.history],
+                                     config.convergence_tolerance)
+    if result.best_epoch != result.epochs_trained:
         result.final_state = copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
     model.eval()

@@ -400,14 +400,19 @@ def train_cell(task: CellTask, data: ImageData, log: RunLog, tracked,
                        error=traceback.format_exc(), reason=reason)
     finally:
         bar.close()
-    log(f"trained {cell.train.epochs} epochs in {result.train_seconds:.1f} s "
-        f"({result.images_per_second:.0f} images/s); best validation ELBO "
-        f"{result.best_val_elbo:.2f} at epoch {result.best_epoch}")
+    stop = "stopped early" if result.stopped_early else "the whole budget"
+    log(f"trained {result.epochs_trained} epochs ({stop}) in {result.train_seconds:.1f} s "
+        f"({result.images_per_second:.0f} images/s); selected epoch {result.best_epoch} by "
+        f"{cell.train.select} ({result.best_value:.2f}); "
+        f"{'converged' if result.converged else 'not converged'}")
     metrics = {
         "params": float(zoo.count_parameters(model)),
         "train_seconds": result.train_seconds,
         "train_images_per_s": result.images_per_second,
         "best_epoch": float(result.best_epoch),
+        "epochs_trained": float(result.epochs_trained),
+        "converged": float(result.converged),
+        "stopped_early": float(result.stopped_early),
         "peak_memory_mb": peak_memory_mb(task.device),
     }
     checkpoints = (checkpoint_files(model.state_dict(), result.final_state)

@@ -34,12 +34,15 @@ IDENTITY_COLUMNS = ["run_id", "eval_id", "suite", "dataset", "model", "variant_o
 STALE_COLUMNS = ["run_id", "eval_id", "dataset", "model", "seed", "status", "stale", "reason"]
 # Metrics in the order a reader expects them; any other metric follows, alphabetically.
 METRIC_ORDER = ["test_elbo", "test_recon", "test_kl", "test_nll", "test_nll_se", "test_bpd",
-                "test_mse", "iwae_k1", "iwae_k5", "iwae_k50", "active_units", "fid", "fid_ref",
+                "test_nll_k_tenth", "nll_k_gap", "ess_mean", "ess_p5", "test_nll_ais",
+                "ais_acceptance", "bdmc_lower", "bdmc_upper", "bdmc_gap",
+                "test_mse", "iwae_k1", "iwae_k5", "iwae_k50", "active_units", "latent_dim",
+                "fid", "fid_ref", "fid_ref_sd", "kid", "kid_std", "kid_ref",
                 "precision", "recall", "precision_ref", "recall_ref", "mig", "params",
                 "train_seconds", "train_images_per_s", "eval_seconds", "peak_memory_mb",
-                "best_epoch"]
+                "best_epoch", "epochs_trained", "converged", "stopped_early"]
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_recon", "train_kl", "val_elbo", "val_recon",
-                   "val_kl", "seconds"]
+                   "val_kl", "val_objective", "seconds"]
 
 
 def current_umask() -> int:
@@ -82,10 +85,17 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+PER_IMAGE_PREFIX = "image_"  # per-image test values, compared between models by the report
+
+
 def compact(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Float arrays as float16 on disk: they are images in [0, 1], latent means and KLs drawn in
-    the report, where 3 significant digits are plenty, and it halves the shipped results."""
-    return {name: values.astype(np.float16) if values.dtype.kind == "f" else values
+    the report, where 3 significant digits are plenty, and it halves the shipped results. The
+    per-image values (`image_*`) stay float32: paired differences between models are a fraction
+    of a nat on values of hundreds of nats, below float16's resolution."""
+    return {name: values.astype(np.float16)
+            if values.dtype.kind == "f" and not name.startswith(PER_IMAGE_PREFIX)
+            else values.astype(np.float32) if values.dtype.kind == "f" else values
             for name, values in arrays.items()}
 
 
