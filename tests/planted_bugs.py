@@ -46,7 +46,7 @@ class Bug:
 
 BUGS = [
     Bug("iwae-logsumexp", "vae_zoo/metrics/likelihood.py",
-        "estimates.append(total - math.log(samples))", "estimates.append(total)",
+        "log_px.append(log_sum - math.log(samples))", "log_px.append(log_sum)",
         (LIKELIHOOD, WIRING, KNOWN_VALUES)),
     Bug("nll-on-validation-split", "vae_zoo/evaluate.py",
         "nll_images = images[:config.nll_images] if config.nll_images else images",
@@ -82,6 +82,19 @@ BUGS = [
     Bug("traversal-moves-every-latent", "vae_zoo/evaluate.py",
         "codes[dims, :, dims] = values", "codes[:, :, :] = values[None, :, None]",
         (WIRING, KNOWN_VALUES)),
+    # Issue 11's review: estimates checked, splits independent, checkpoints by the objective.
+    Bug("binarisation-shared-seed", "vae_zoo/data/batches.py",
+        'FIXED_BINARIZATION_SEEDS = {"train": 1234, "val": 1235, "test": 1236}',
+        'FIXED_BINARIZATION_SEEDS = {"train": 1234, "val": 1234, "test": 1234}',
+        ("tests/test_data.py",)),
+    Bug("ess-inverted", "vae_zoo/metrics/likelihood.py",
+        "ess.append(torch.exp(2 * log_sum - log_sum_squares))",
+        "ess.append(torch.exp(log_sum_squares - 2 * log_sum))",
+        (LIKELIHOOD, KNOWN_VALUES)),
+    Bug("checkpoint-by-elbo-whatever-select", "vae_zoo/train.py",
+        'if config.select == "last" or row[criterion] > result.best_value:',
+        'if config.select == "last" or row["val_elbo"] > result.best_value:',
+        ("tests/test_train.py",)),
 ]
 
 

@@ -125,16 +125,16 @@ def test_active_units_of_a_two_layer_model_are_counted_overall_and_per_layer():
     # Variance of the posterior means per unit, z1's three units then z2's two.
     variance = torch.tensor([0.5, 0.001, 0.02, 0.0, 0.3], dtype=torch.float64)
     assert active_unit_metrics(model, variance) == {
-        "active_units": 3.0, "active_units_z1": 2.0, "active_units_z2": 1.0}
+        "active_units": 3.0, "active_units_z1": 2.0, "active_units_z2": 1.0, "latent_dim": 5.0}
     one_layer, _ = zoo.build("mlp-vae", (1, 4, 4), {"latent_dim": 5, "hidden": [4]})
-    assert active_unit_metrics(one_layer, variance) == {"active_units": 3.0}
+    assert active_unit_metrics(one_layer, variance) == {"active_units": 3.0, "latent_dim": 5.0}
 
 
 def test_a_unit_is_active_only_above_the_threshold_not_at_it():
     """Burda et al.: active when Cov_x(E_q[z_u]) > 0.01; a variance of exactly 0.01 is not."""
     model = zoo.build("mlp-vae", (1, 4, 4), {"latent_dim": 3, "hidden": [8]})[0]
     variances = torch.tensor([0.01, 0.0100001, 0.5], dtype=torch.float64)
-    assert active_unit_metrics(model, variances) == {"active_units": 2.0}
+    assert active_unit_metrics(model, variances) == {"active_units": 2.0, "latent_dim": 3.0}
 
 
 def test_the_timer_reports_the_seconds_a_step_took():
@@ -147,3 +147,32 @@ def test_the_timer_reports_the_seconds_a_step_took():
     assert timed("nap", lambda: time.sleep(0.05) or 42) == 42
     assert 0.05 <= timed.seconds["nap"] < 2.0
     assert lines == [f"  nap: {timed.seconds['nap']:.1f} s"]
+
+
+def test_ais_and_bdmc_skip_the_models_they_do_not_support_and_say_why():
+    """A two-layer model gets neither (AIS needs one stochastic layer); a one-layer model with a
+    discretised-logistic likelihood gets AIS but not BDMC (which must simulate images); the
+    other metrics are computed either way."""
+    data = load_dataset("circles", {**CIRCLES, "binarize": "none"})
+    config = EvalConfig(nll_samples=4, iwae_ks=(1,), nll_images=10, likelihood=("is", "ais"),
+                        ais_images=5, ais_steps=3, ais_chains=2, ais_leapfrog=1, bdmc_images=4)
+    two_layer = zoo.build("vae-2layer", data.image_shape,
+                          {"latent_dim": 3, "top_latent_dim": 2, "hidden": [8],
+                           "top_hidden": [8], "likelihood": "discretised-logistic"})[0]
+    logistic = zoo.build("mlp-vae", data.image_shape, {"latent_dim": 3, "hidden": [8],
+                                                       "likelihood": "discretised-logistic"})[0]
+    groups = ("nll", "ais", "bdmc")
+    lines: list[str] = []
+    metrics, arrays = evaluate(two_layer, data, config, seed=0, log=lines.append, groups=groups)
+    assert "test_nll" in metrics and not {"test_nll_ais", "bdmc_gap"} & set(metrics)
+    assert "image_log_px_ais" not in arrays
+    assert any(line.startswith("  ais: skipped: AIS supports one stochastic layer")
+               for line in lines)
+    assert any(line.startswith("  bdmc: skipped: AIS supports one stochastic layer")
+               for line in lines)
+    lines.clear()
+    metrics, arrays = evaluate(logistic, data, config, seed=0, log=lines.append, groups=groups)
+    assert math.isfinite(metrics["test_nll_ais"]) and arrays["image_log_px_ais"].shape == (5,)
+    assert 0 <= metrics["ais_acceptance"] <= 1 and "bdmc_gap" not in metrics
+    assert any(line.startswith("  bdmc: skipped: BDMC simulates images from the model, and "
+                               "cannot draw them") for line in lines)

@@ -66,9 +66,12 @@ SEED = 2  # not 0: the probe's split and the sample draws must use the run's see
 # Evaluation settings chosen so that each rule is visible: K and k > 1 (log-mean-exp, not
 # logsumexp), K not a multiple of the chunk, nll_images below the test size (the first 60 test
 # images), batches that do not divide the splits, fid_samples above the split sizes (capped).
+# Cheap AIS and BDMC settings: the two models' exact answers do not depend on them.
+CHEAP_AIS = {"likelihood": ("is", "ais"), "ais_images": 20, "ais_steps": 10, "ais_chains": 2,
+             "ais_leapfrog": 2, "bdmc_images": 200}
 EVAL = EvalConfig(nll_samples=10, nll_chunk=4, nll_batch_size=25, nll_images=60,
                   batch_size=40, iwae_ks=(1, 5, 50), fid_samples=1000, pr_neighbours=3,
-                  grid_images=16, latent_points=50, traversal_steps=5)
+                  grid_images=16, latent_points=50, traversal_steps=5, **CHEAP_AIS)
 
 # Costs that are not values: what the test can say about them is that they are finite and >= 0.
 NOT_VALUES = {
@@ -76,6 +79,7 @@ NOT_VALUES = {
     "train_seconds": "wall time of the training",
     "train_images_per_s": "training throughput, from wall time",
     "peak_memory_mb": "peak memory of the process: depends on the machine and what ran before",
+    "ais_acceptance": "the HMC acceptance rate, a diagnostic without a closed form",
 }
 
 NATS = 2e-5  # float32 sums of per-pixel log-probabilities (measured errors: ≤ 4e-7)
@@ -155,17 +159,30 @@ def data_mean_answers(data: ImageData, mu: np.ndarray, config: EvalConfig, seed:
     the sample metrics were given (checked by `check_bernoulli_samples`)."""
     test = data.test.images
     log_px = bernoulli_log_likelihood(test, mu)  # (n_test,)
-    first = log_px[:config.nll_images]  # test_nll and iwae_k<k>: the first nll_images
+    first = log_px[:config.nll_images]  # every likelihood-type metric: the first nll_images
     nll = -first.mean()
     answers = {
-        "test_elbo": (log_px.mean(), NATS),
-        "test_recon": (-log_px.mean(), NATS),
+        "test_elbo": (first.mean(), NATS),
+        "test_recon": (-first.mean(), NATS),
         "test_kl": (0.0, 1e-6),
         "test_nll": (nll, NATS),
         "test_nll_se": (first.std(ddof=1) / math.sqrt(len(first)), 1e-5),
         "test_bpd": (nll / (PIXELS * math.log(2)), NATS / (PIXELS * math.log(2))),
+        # q = p(z) and a decoder that ignores z: every importance weight is p(x), so a tenth of
+        # the samples gives the same estimate and all K samples count.
+        "test_nll_k_tenth": (nll, NATS),
+        "nll_k_gap": (0.0, NATS),
+        "ess_mean": (config.nll_samples, 1e-3),
+        "ess_p5": (config.nll_samples, 1e-3),
         **{f"iwae_k{k}": (first.mean(), NATS) for k in config.iwae_ks},
+        # p(x, z) / q(z|x) = p(x) for every z: AIS is exact whatever its chains do, and BDMC's
+        # bounds meet at log p(x) of the simulated images, Bernoulli(μ) draws, whose mean is
+        # −H(μ) within 5 standard errors.
+        "test_nll_ais": (-first[:config.ais_images].mean(), NATS),
+        **bdmc_answers(-bernoulli_entropy(mu), bernoulli_log_likelihood_sd(mu),
+                       config.bdmc_images),
         "active_units": (0.0, 0.0),
+        "latent_dim": (LATENT_DIM, 0.0),
         "test_mse": (((as_numpy(test) - mu) ** 2).mean(), 1e-6),
         "mig": (0.0, 0.0),
     }
@@ -186,6 +203,24 @@ def data_mean_answers(data: ImageData, mu: np.ndarray, config: EvalConfig, seed:
         "precision": (precision, 1e-9), "recall": (recall, 1e-9),
     })
     return answers
+
+
+def bernoulli_entropy(mu: np.ndarray) -> float:
+    return float(-(mu * np.log(mu) + (1 - mu) * np.log1p(-mu)).sum())
+
+
+def bernoulli_log_likelihood_sd(mu: np.ndarray) -> float:
+    """Standard deviation of log Π Bern(x; μ) over x ~ Bern(μ): independent pixels, each
+    contributing μ(1-μ)·logit(μ)²."""
+    return float(np.sqrt((mu * (1 - mu) * (np.log(mu) - np.log1p(-mu)) ** 2).sum()))
+
+
+def bdmc_answers(expected_log_px: float, sd: float, count: int) -> dict[str, tuple]:
+    """BDMC when every chain's weight is exact: lower = upper = the mean log p(x) of `count`
+    simulated images, known within 5 standard errors of its expectation; a gap of 0."""
+    tolerance = 5 * sd / math.sqrt(count)
+    return {"bdmc_lower": (expected_log_px, tolerance), "bdmc_upper": (expected_log_px, tolerance),
+            "bdmc_gap": (0.0, NATS)}
 
 
 def check_bernoulli_samples(drawn: list[torch.Tensor], mu: np.ndarray, count: int) -> torch.Tensor:
@@ -211,7 +246,11 @@ def data_mean_arrays(data: ImageData, mu: np.ndarray, config: EvalConfig) -> dic
     keep = min(config.latent_points, len(data.test))
     grid = min(config.grid_images, len(data.test))
     image_of_mu = mu.reshape(shape)
+    first = bernoulli_log_likelihood(data.test.images, mu)[:config.nll_images]
     return {
+        "image_elbo": first, "image_recon": -first, "image_kl": np.zeros_like(first),
+        "image_log_px": first, **{f"image_iwae_k{k}": first for k in config.iwae_ks},
+        "image_log_px_ais": first[:config.ais_images],
         "kl_per_dim": np.zeros(LATENT_DIM),
         "latent_means": np.zeros((keep, LATENT_DIM)),
         "factors": data.test.factors[:keep].double().numpy(),
@@ -255,11 +294,17 @@ def assert_matches(stored: dict, answers: dict[str, tuple], not_values: dict[str
 
 
 def assert_arrays_match(arrays: dict, expected: dict, tolerance: float) -> None:
+    """Arrays equal to their expected values within `tolerance`; the per-image values (float32
+    in nats, up to hundreds) within float32's resolution at their size."""
     assert set(arrays) == set(expected)
     for name, values in expected.items():
         got = np.asarray(arrays[name], dtype=np.float64)
         assert got.shape == values.shape, name
-        np.testing.assert_allclose(got, values, rtol=0, atol=tolerance, err_msg=name)
+        if name.startswith("image_"):
+            assert arrays[name].dtype == np.float32, name
+            np.testing.assert_allclose(got, values, rtol=1e-6, atol=NATS, err_msg=name)
+        else:
+            np.testing.assert_allclose(got, values, rtol=0, atol=tolerance, err_msg=name)
 
 
 # --- preconditions ------------------------------------------------------------------------------
@@ -316,7 +361,8 @@ def test_every_metric_of_the_data_mean_model_from_evaluate_has_its_known_value(
     count = min(EVAL.fid_samples, len(data.test), len(data.val))
     samples = check_bernoulli_samples(drawn, mu, count)
     answers = data_mean_answers(data, mu, EVAL, SEED, feature_net, samples)
-    assert_matches(metrics, answers, {"eval_seconds": NOT_VALUES["eval_seconds"]})
+    assert_matches(metrics, answers, {name: NOT_VALUES[name]
+                                      for name in ("eval_seconds", "ais_acceptance")})
 
 
 def test_probe_r2_of_constant_latents_is_below_zero(data_mean_evaluation):
@@ -357,7 +403,7 @@ hidden = [{HIDDEN}]
 
 
 EVAL_TABLE = "\n".join(
-    f"{name} = {list(value) if isinstance(value, tuple) else value}"
+    f"{name} = {json.dumps(list(value) if isinstance(value, tuple) else value)}"
     for name, value in vars(EVAL).items())
 
 
@@ -445,7 +491,11 @@ def test_every_metric_stored_by_the_command_line_has_its_known_value(evaluated_r
     answers.update({
         "feature_net_accuracy": ((predicted == classes).mean(), 1e-12),
         "params": (float(params), 0.0),
+        # One epoch of training: the whole budget, too short to judge convergence.
         "best_epoch": (1.0, 0.0),
+        "epochs_trained": (1.0, 0.0),
+        "converged": (0.0, 0.0),
+        "stopped_early": (0.0, 0.0),
     })
     assert info["test_accuracy"] == pytest.approx(answers["feature_net_accuracy"][0], abs=1e-12)
     metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
@@ -472,7 +522,7 @@ LG_SIGMA = 0.05
 # (≈ 0.0036, below the 0.01 threshold of an active unit).
 LG_WEIGHT = np.array([[0.1, 0.0], [0.1, 0.0], [-0.1, 0.0], [0.1, 0.0],
                       [0.0, 0.003 / math.sqrt(2)], [0.0, -0.003 / math.sqrt(2)]])
-LG_EVAL = EvalConfig(nll_samples=10, nll_chunk=3, nll_batch_size=64, nll_images=0,
+LG_EVAL = EvalConfig(**CHEAP_AIS, nll_samples=10, nll_chunk=3, nll_batch_size=64, nll_images=0,
                      batch_size=70, iwae_ks=(1, 5, 50), grid_images=16, latent_points=30)
 
 
@@ -551,11 +601,27 @@ def linear_gaussian_answers(data: ImageData, w: np.ndarray, b: np.ndarray, confi
         "test_nll_se": (log_px.std(ddof=1) / math.sqrt(n), 1e-5),
         "test_bpd": (-log_px.mean() / (pixels * math.log(2)), NATS),
         **{f"iwae_k{k}": (log_px.mean(), NATS) for k in config.iwae_ks},
+        # Every weight is p(x): a tenth of the samples gives the same estimate, all K count
+        # (float32 log-weights: equal to ~1e-6 relative).
+        "test_nll_k_tenth": (-log_px.mean(), NATS),
+        "nll_k_gap": (0.0, NATS),
+        "ess_mean": (config.nll_samples, 1e-3),
+        "ess_p5": (config.nll_samples, 1e-3),
+        # AIS from the exact posterior: p(x, z) / q(z|x) = p(x) along the whole path, so every
+        # chain's weight is p(x); BDMC's bounds meet at log p(x) of the simulated images, whose
+        # mean is −H(N(b, C)) = −½(D log 2πe + log|C|), with sd √(D/2).
+        "test_nll_ais": (-log_px[:config.ais_images].mean(), 1e-4),
+        **bdmc_answers(-0.5 * (pixels * math.log(2 * math.pi * math.e) + log_det),
+                       math.sqrt(pixels / 2), config.bdmc_images),
         "active_units": (active, 0.0),
+        "latent_dim": (2.0, 0.0),
         "test_mse": (((reconstructions - x) ** 2).mean(), 1e-7),
     }
     keep, grid = min(config.latent_points, n), min(config.grid_images, n)
     arrays = {
+        "image_log_px": log_px, "image_kl": kl_per_dim.sum(1),
+        "image_log_px_ais": log_px[:config.ais_images],
+        **{f"image_iwae_k{k}": log_px for k in config.iwae_ks},
         "kl_per_dim": kl_per_dim.mean(0),
         "latent_means": means[:keep],
         "originals": x[:grid].reshape(grid, *LG_SHAPE),
@@ -577,7 +643,13 @@ def test_every_metric_of_a_linear_gaussian_model_from_evaluate_has_its_known_val
     assert answers["test_kl"][0] > 1.0, "a KL far from 0, so that test_elbo must include it"
     # test_elbo is -(recon + kl) of the same pass: exact given the stored test_recon.
     answers["test_elbo"] = (-(metrics["test_recon"] + answers["test_kl"][0]), NATS)
-    assert_matches(metrics, answers, {"eval_seconds": NOT_VALUES["eval_seconds"]})
+    assert_matches(metrics, answers, {name: NOT_VALUES[name]
+                                      for name in ("eval_seconds", "ais_acceptance")})
+    # One-sample per-image terms: the ELBO is -(recon + KL) image by image, their means the
+    # metrics checked above.
+    recon, elbo = arrays.pop("image_recon"), arrays.pop("image_elbo")
+    np.testing.assert_allclose(elbo, -(recon + expected_arrays["image_kl"]), rtol=1e-6, atol=NATS)
+    assert abs(recon.astype(np.float64).mean() - metrics["test_recon"]) < NATS
     samples = arrays.pop("samples")  # decoder means of prior draws: W z + b, clamped to [0, 1]
     assert samples.shape == (LG_EVAL.grid_images, *LG_SHAPE)
     assert_arrays_match(arrays, expected_arrays, 1e-5)

@@ -17,6 +17,7 @@ from vae_zoo.likelihoods import GaussianLikelihood
 from vae_zoo.metrics.likelihood import (
     elbo_terms,
     importance_sampled_log_likelihood,
+    importance_sampling,
     mean_and_standard_error,
 )
 from vae_zoo.model import VAE
@@ -140,7 +141,9 @@ def test_importance_sampling_is_the_log_mean_exp_of_the_weights_of_its_draws():
     with torch.no_grad():
         mean, log_var = model.encoder(x)
         torch.manual_seed(3)
-        z = torch.distributions.Normal(mean, torch.exp(0.5 * log_var)).rsample((samples,))
+        # Drawn as the estimator draws them: the first ⌈K/10⌉ = 1, then the other 6.
+        posterior = torch.distributions.Normal(mean, torch.exp(0.5 * log_var))
+        z = torch.cat([posterior.rsample((1,)), posterior.rsample((samples - 1,))])
     z, mean, var = z.numpy(), mean.numpy(), torch.exp(log_var).numpy()
     weight = model.decoder.weight.numpy()
     bias = model.decoder.bias.numpy()
@@ -157,3 +160,36 @@ def test_importance_sampling_is_the_log_mean_exp_of_the_weights_of_its_draws():
     top = log_weights.max(0)
     log_mean_exp = top + np.log(np.exp(log_weights - top).mean(0))
     np.testing.assert_allclose(estimate, log_mean_exp, atol=1e-8)
+
+
+def test_with_the_exact_posterior_every_weight_counts_and_a_tenth_of_k_is_already_exact():
+    """Known answer: equal weights give an effective sample size of exactly K, and the estimate
+    from the first ⌈K/10⌉ samples is log p(x) too."""
+    model, x, exact = linear_gaussian_problem()
+    torch.manual_seed(0)
+    for samples, chunk in ((30, 7), (5, 2), (1, 1)):
+        sampled = importance_sampling(model, x, samples, batch_size=16, chunk=chunk)
+        assert torch.allclose(sampled.ess, torch.full_like(sampled.ess, samples), rtol=1e-9)
+        assert torch.allclose(sampled.log_px_tenth, exact, atol=1e-6)
+        assert torch.allclose(sampled.log_px, exact, atol=1e-6)
+
+
+def test_the_diagnostics_are_those_of_the_draws_made():
+    """K = 20 in chunks of 7: the chunks are cut at ⌈K/10⌉ = 2 (sizes 2, 5, 7, 6); the estimate
+    from a tenth is the log-mean-exp of the first two weights, and the effective sample size is
+    (Σ w)² / Σ w² over all 20, for the very draws made (replayed from the same seed)."""
+    model, x, _ = linear_gaussian_problem(mean_scale=0.5, var_scale=3.0)
+    torch.manual_seed(5)
+    sampled = importance_sampling(model, x, 20, batch_size=len(x), chunk=7)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        posterior = model.posterior(x)
+        log_weights = torch.cat([model.sample_pass(x, posterior, size).log_importance_weights()
+                                 for size in (2, 5, 7, 6)])  # (20, N)
+    weights = torch.exp(log_weights)
+    assert torch.allclose(sampled.log_px_tenth,
+                          torch.log(weights[:2].mean(0)), atol=1e-9)
+    assert torch.allclose(sampled.log_px, torch.log(weights.mean(0)), atol=1e-9)
+    ess = weights.sum(0) ** 2 / weights.pow(2).sum(0)
+    assert torch.allclose(sampled.ess, ess, rtol=1e-9)
+    assert 1 < sampled.ess.min() and sampled.ess.max() < 20  # unequal weights

@@ -68,11 +68,41 @@ def test_a_suite_resolves_into_cells_with_overrides_and_variants(tmp_path):
      "[0, 1] and these pixels are binary"),
     (("side = 8", 'side = 8\nbinarize = "none"'),
      "the Bernoulli likelihood needs binary pixels, and these are grey levels"),
+    (("epochs = 2", 'select = "best"'), "[train] select = 'best'; expected one of objective, "
+                                        "elbo, last"),
+    (("epochs = 2", "max_epochs = 20"), "[train] max_epochs is the budget of early stopping; "
+                                        "set 'patience'"),
+    (("epochs = 2", "epochs = 2\nmax_epochs = 20\npatience = 3"),
+     "[train] sets both 'epochs' and 'max_epochs'"),
+    (("nll_samples = 10", 'likelihood = ["is", "hmc"]'),
+     "[eval] likelihood = ['is', 'hmc']; expected a list of distinct values among is, ais"),
+    (("nll_samples = 10", 'likelihood = ["ais"]'),
+     "[eval] likelihood = ['ais'] leaves out \"is\""),
+    (("nll_samples = 10", 'ais_start = "data"'), "[eval] ais_start = 'data'; expected one of"),
+    (("seeds = [0, 1]", 'seeds = [0, 1]\n[report]\nbaseline = "vae"'),
+     "[report] baseline = 'vae' is not one of the suite's models: mlp-vae, iwae-k50"),
+    (("seeds = [0, 1]", 'seeds = [0, 1]\n[report]\nbase = "mlp-vae"'),
+     "unknown key 'base' in [report]"),
 ])
 def test_bad_suites_are_refused_with_the_key_and_choices(tmp_path, change, message):
     with pytest.raises(UserError) as caught:
         load_suite(write(tmp_path, VALID.replace(*change)))
     assert message in str(caught.value)
+
+
+def test_training_selection_early_stopping_estimators_and_baseline_are_read(tmp_path):
+    text = VALID.replace("epochs = 2", 'max_epochs = 30\npatience = 4\nselect = "last"').replace(
+        "nll_samples = 10", 'nll_samples = 10\nlikelihood = ["is", "ais"]\nais_steps = 50\n'
+        'bdmc_images = 8').replace("seeds = [0, 1]", 'seeds = [0, 1]\n[report]\n'
+                                   'baseline = "mlp-vae"')
+    suite = load_suite(write(tmp_path, text))
+    assert (suite.train.epochs, suite.train.patience, suite.train.select) == (30, 4, "last")
+    assert suite.eval.likelihood == ("is", "ais") and suite.eval.ais_steps == 50
+    assert suite.eval.bdmc_images == 8 and suite.baseline == "mlp-vae"
+    defaults = load_suite(write(tmp_path, VALID))
+    assert (defaults.train.select, defaults.train.patience, defaults.baseline) == (
+        "objective", 0, None)
+    assert defaults.eval.likelihood == ("is",)
 
 
 def test_a_likelihood_that_fits_the_data_is_accepted(tmp_path):
@@ -107,6 +137,7 @@ def test_paper_iwae_suite_follows_the_paper():
     assert all(m.hyperparameters["hidden"] == [200, 200] and m.hyperparameters["latent_dim"] == 50
                for m in suite.models)
     assert suite.train.lr_schedule == "iwae-paper" and suite.train.epochs == 3280
+    assert suite.train.select == "last"  # the paper did no early stopping
     assert suite.eval.nll_samples == 5000
     assert suite.references["mnist"]["iwae-k50"]["test_nll"] == 84.78
     assert suite.slurm.gpus_per_node == 1

@@ -1,14 +1,22 @@
 """Test-set evaluation of a trained model: every metric of a run, and the small arrays the report
 draws. Shared by every zoo entry: nothing here knows which entry it measures.
 
-Metrics (nats per image unless named otherwise):
-- likelihood: `test_elbo` (β = 1), `test_recon`, `test_kl`; `test_nll` (importance sampling
-  with K samples) with its standard error `test_nll_se` and `test_bpd` (bits per dimension);
-  `iwae_k<k>`, the IWAE bound with k samples (a log-likelihood bound, like `test_elbo`). These
-  two use the first `nll_images` test images when it is set (the same images for every model).
-- latent usage: `active_units` (Burda et al. 2015: Cov_x(E_q[z_u]) > 0.01) over every stochastic
-  layer, and per layer (`active_units_z1`, ...) for hierarchical models; KL per dimension of
-  every layer (Monte Carlo against the prior's marginals when there is no closed form).
+Metrics (nats per image unless named otherwise; docs/metrics.md has every definition):
+- likelihood, all on one image set, the first `nll_images` test images (the same images for
+  every model), each also kept per image in the arrays (`image_<name>`, float32) so the report
+  can pair models image by image: `test_elbo` (β = 1), `test_recon`, `test_kl`; `test_nll`
+  (importance sampling with K samples) with its standard error across images `test_nll_se` and
+  `test_bpd` (bits per dimension); the estimate's own diagnostics, `test_nll_k_tenth` (the same
+  estimate from the first ⌈K/10⌉ samples), `nll_k_gap` (= test_nll_k_tenth − test_nll: a gap
+  above 0.1 nats says the estimate is still moving with K) and the effective sample size of the
+  importance weights, `ess_mean` and `ess_p5` (5th percentile over images); `iwae_k<k>`, the
+  IWAE bound with k samples (a log-likelihood bound, like `test_elbo`); with
+  `likelihood = ["is", "ais"]`, `test_nll_ais` from annealed importance sampling on the first
+  `ais_images`; with `bdmc_images`, bidirectional Monte Carlo bounds on simulated data.
+- latent usage: `active_units` (Burda et al. 2015: Cov_x(E_q[z_u]) > 0.01) of `latent_dim`
+  units over every stochastic layer, and per layer (`active_units_z1`, ...) for hierarchical
+  models; KL per dimension of every layer (Monte Carlo against the prior's marginals when there
+  is no closed form).
   Posterior means of layers above the first are taken at the means of the layers below.
 - reconstruction: `test_mse`, mean squared error per pixel between the test images and the
   decoder mean at their posterior mean.
@@ -30,10 +38,13 @@ import torch
 from torch import Tensor
 
 from vae_zoo.data import ImageData
+from vae_zoo.metrics.ais import AISConfig, ais_log_likelihood, bdmc, refusal
 from vae_zoo.metrics.factors import linear_probe_r2, mutual_information_gap
 from vae_zoo.metrics.likelihood import (
+    ImportanceSampling,
     elbo_terms,
     importance_sampled_log_likelihood,
+    importance_sampling,
     mean_and_standard_error,
 )
 from vae_zoo.metrics.samples import extract_features, frechet_distance, precision_recall
@@ -53,7 +64,20 @@ class EvalConfig:
     # 25 is fastest on a CPU)
     nll_batch_size: int = field(default=100, metadata=SPEED)
     nll_chunk: int = field(default=25, metadata=SPEED)
-    nll_images: int = 0  # test images for test_nll and iwae_k<k>: the first N (0: all)
+    # test images for every likelihood-type metric (test_elbo, test_nll, iwae_k<k>, AIS): the
+    # first N (0: all)
+    nll_images: int = 0
+    # log p(x) estimators: "is" (importance sampling, always: it gives test_nll) and optionally
+    # "ais" (annealed importance sampling, a check of the IS estimate) on the first `ais_images`
+    likelihood: tuple[str, ...] = field(default=("is",), metadata={"choices": ("is", "ais")})
+    ais_images: int = 100
+    ais_steps: int = 500  # intermediate distributions
+    ais_chains: int = 4
+    ais_leapfrog: int = 10  # leapfrog steps per HMC transition
+    ais_start: str = field(default="posterior", metadata={"choices": ("posterior", "prior")})
+    # images simulated from the model for bidirectional Monte Carlo (0: no BDMC), with the AIS
+    # settings above
+    bdmc_images: int = 0
     batch_size: int = field(default=1000, metadata=SPEED)  # test images per batch otherwise
     iwae_ks: tuple[int, ...] = (1, 5, 50)  # k of the iwae_k<k> bounds
     fid_samples: int = 10000  # model samples (and real images) for fid, precision, recall
@@ -80,7 +104,8 @@ class Timer:
 
 
 # What `evaluate(groups=...)` can compute on its own (`vae-zoo evaluate --metrics`).
-METRIC_GROUPS = ("elbo", "nll", "iwae", "latents", "factors", "samples", "images")
+METRIC_GROUPS = ("elbo", "nll", "iwae", "ais", "bdmc", "latents", "factors", "samples",
+                 "images")
 
 
 def evaluate(model: VAE, data: ImageData, config: EvalConfig, *, seed: int,
@@ -104,27 +129,36 @@ def evaluate(model: VAE, data: ImageData, config: EvalConfig, *, seed: int,
             return True
         return False
 
+    # Every likelihood-type metric is measured on one image set, the NLL images, and kept per
+    # image (float32) so the report can compare models image by image.
+    nll_images = images[:config.nll_images] if config.nll_images else images
     if wanted("elbo"):
-        terms = timed("elbo", lambda: elbo_terms(model, images, config.batch_size))
+        terms = timed("elbo", lambda: elbo_terms(model, nll_images, config.batch_size))
         for name in ("elbo", "recon", "kl"):
             metrics[f"test_{name}"] = terms[name].double().mean().item()
+            arrays[f"image_{name}"] = per_image(terms[name])
 
-    nll_images = images[:config.nll_images] if config.nll_images else images
     if wanted("nll"):
-        log_px = timed("nll", lambda: importance_sampled_log_likelihood(
+        sampled = timed("nll", lambda: importance_sampling(
             model, nll_images, config.nll_samples, config.nll_batch_size, config.nll_chunk))
-        mean_log_px, standard_error = mean_and_standard_error(log_px)
-        metrics["test_nll"] = -mean_log_px
-        metrics["test_nll_se"] = standard_error
-        metrics["test_bpd"] = metrics["test_nll"] / (math.prod(data.image_shape) * math.log(2))
+        metrics.update(nll_metrics(sampled, math.prod(data.image_shape)))
+        arrays["image_log_px"] = per_image(sampled.log_px)
 
-    def iwae_bounds() -> dict[str, float]:
+    def iwae_bounds() -> dict[str, Tensor]:
         return {f"iwae_k{k}": importance_sampled_log_likelihood(
-            model, nll_images, k, config.nll_batch_size, min(k, config.nll_chunk)).double()
-            .mean().item() for k in config.iwae_ks}
+            model, nll_images, k, config.nll_batch_size, min(k, config.nll_chunk))
+            for k in config.iwae_ks}
 
     if wanted("iwae"):
-        metrics.update(timed("iwae_k", iwae_bounds))
+        for name, values in timed("iwae_k", iwae_bounds).items():
+            metrics[name] = values.double().mean().item()
+            arrays[f"image_{name}"] = per_image(values)
+
+    if "ais" in config.likelihood and wanted("ais"):
+        metrics.update(timed("ais", lambda: ais_metrics(
+            model, nll_images[:config.ais_images], config, seed, arrays, log)))
+    if config.bdmc_images and wanted("bdmc"):
+        metrics.update(timed("bdmc", lambda: bdmc_metrics(model, config, seed, data.device, log)))
 
     keep = min(config.latent_points, len(images))
     latents = None
@@ -153,6 +187,62 @@ def evaluate(model: VAE, data: ImageData, config: EvalConfig, *, seed: int,
         arrays.update(report_images(model, data, config, seed))
     metrics["eval_seconds"] = sum(timed.seconds.values())
     return metrics, arrays
+
+
+def per_image(values: Tensor) -> np.ndarray:
+    """Per-image values as stored in a run's arrays: float32 on the CPU."""
+    return values.float().cpu().numpy()
+
+
+def nll_metrics(sampled: ImportanceSampling, dimensions: int) -> dict[str, float]:
+    """`test_nll` and its standard error across images, `test_bpd`, the NLL from a tenth of the
+    samples and its gap to `test_nll`, and the effective sample size (mean, 5th percentile)."""
+    mean_log_px, standard_error = mean_and_standard_error(sampled.log_px)
+    nll_tenth = -sampled.log_px_tenth.double().mean().item()
+    ess = sampled.ess.double()
+    return {
+        "test_nll": -mean_log_px,
+        "test_nll_se": standard_error,
+        "test_bpd": -mean_log_px / (dimensions * math.log(2)),
+        "test_nll_k_tenth": nll_tenth,
+        "nll_k_gap": nll_tenth + mean_log_px,
+        "ess_mean": ess.mean().item(),
+        "ess_p5": torch.quantile(ess, 0.05).item(),
+    }
+
+
+def ais_config(config: EvalConfig) -> AISConfig:
+    return AISConfig(steps=config.ais_steps, chains=config.ais_chains,
+                     leapfrog=config.ais_leapfrog, start=config.ais_start)
+
+
+def ais_metrics(model: VAE, images: Tensor, config: EvalConfig, seed: int,
+                arrays: dict[str, np.ndarray], log: Callable[[str], None]) -> dict[str, float]:
+    """`test_nll_ais` and `ais_acceptance` on `images` (per image in `image_log_px_ais`);
+    nothing, with a log line saying why, for a model AIS does not support."""
+    problem = refusal(model)
+    if problem:
+        log(f"  ais: skipped: {problem}")
+        return {}
+    generator = torch.Generator(device=images.device).manual_seed(seed)
+    result = ais_log_likelihood(model, images, ais_config(config), generator=generator)
+    arrays["image_log_px_ais"] = per_image(result.log_px)
+    return {"test_nll_ais": -result.log_px.double().mean().item(),
+            "ais_acceptance": result.acceptance.double().nanmean().item()}
+
+
+def bdmc_metrics(model: VAE, config: EvalConfig, seed: int, device: str | torch.device,
+                 log: Callable[[str], None]) -> dict[str, float]:
+    """Means over `bdmc_images` simulated images of the BDMC lower and upper bounds of log p(x),
+    and their gap; nothing, with a log line saying why, for a model BDMC does not support."""
+    problem = refusal(model, simulating=True)
+    if problem:
+        log(f"  bdmc: skipped: {problem}")
+        return {}
+    generator = torch.Generator(device=device).manual_seed(seed)
+    result = bdmc(model, config.bdmc_images, ais_config(config), generator=generator)
+    lower, upper = result.lower.double().mean().item(), result.upper.double().mean().item()
+    return {"bdmc_lower": lower, "bdmc_upper": upper, "bdmc_gap": upper - lower}
 
 
 def posterior_means(model: VAE, images: Tensor, batch_size: int) -> Tensor:
@@ -185,10 +275,10 @@ def latent_statistics(model: VAE, images: Tensor, batch_size: int) -> dict:
 
 
 def active_unit_metrics(model: VAE, mean_variance: Tensor) -> dict[str, float]:
-    """`active_units` over every stochastic layer, and per layer (`active_units_z1`, ...) when
-    there is more than one."""
+    """`active_units` over every stochastic layer (of `latent_dim` units in all), and per layer
+    (`active_units_z1`, ...) when there is more than one."""
     active = mean_variance > ACTIVE_UNIT_THRESHOLD
-    metrics = {"active_units": float(active.sum())}
+    metrics = {"active_units": float(active.sum()), "latent_dim": float(len(active))}
     if model.layers > 1:
         for layer, units in enumerate(active.split(model.latent_dims), 1):
             metrics[f"active_units_z{layer}"] = float(units.sum())

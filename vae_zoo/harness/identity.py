@@ -28,8 +28,8 @@ import json
 from vae_zoo.data import result_options
 from vae_zoo.harness.sweeps import slug
 
-TRAINING_VERSION = 1
-EVALUATION_VERSION = 1
+TRAINING_VERSION = 2  # 2: selection by the objective, validation objective every epoch
+EVALUATION_VERSION = 2  # 2: one image set for likelihood metrics, per-image values, IS diagnostics
 
 
 def device_class(device: str) -> str:

@@ -28,7 +28,8 @@ from vae_zoo.zoo import (
 
 REPO_SUITES = Path(__file__).resolve().parents[2] / "benchmarks" / "suites"
 TOP_LEVEL_KEYS = ("name", "description", "project", "datasets", "models", "seeds", "train",
-                  "eval", "dataset", "model", "reference", "slurm")
+                  "eval", "dataset", "model", "reference", "report", "slurm")
+REPORT_KEYS = ("baseline",)
 
 
 def suite_dirs() -> list[Path]:
@@ -113,6 +114,8 @@ class Suite:
     train: TrainConfig
     eval: EvalConfig
     references: dict = field(default_factory=dict)  # dataset -> model -> metric -> value
+    # [report] baseline: the model every other is compared with; None: every pair of models.
+    baseline: str | None = None
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
 
     def cells(self) -> list[Cell]:
@@ -184,9 +187,10 @@ def parse_suite(table: dict, path: Path) -> Suite:
         datasets=resolved_datasets,
         models=models,
         seeds=list(seeds),
-        train=parse_dataclass(TrainConfig, table.get("train", {}), "train"),
-        eval=parse_dataclass(EvalConfig, table.get("eval", {}), "eval"),
+        train=parse_train(table.get("train", {})),
+        eval=parse_eval(table.get("eval", {})),
         references=parse_references(table.get("reference", {}), datasets, names),
+        baseline=parse_baseline(table.get("report", {}), names),
         slurm=parse_dataclass(SlurmOptions, table.get("slurm", {}), "slurm"),
     )
 
@@ -277,9 +281,15 @@ def parse_dataclass(cls, table: dict, where: str):
         elif isinstance(default, float):
             ok, expected = is_number(value) and value > 0, "a positive number"
         elif isinstance(default, str):
-            choices = LR_SCHEDULES if key == "lr_schedule" else None
+            choices = LR_SCHEDULES if key == "lr_schedule" else fields[key].metadata.get("choices")
             ok = isinstance(value, str) and (choices is None or value in choices)
             expected = f"one of {', '.join(choices)}" if choices else "a string"
+        elif fields[key].metadata.get("choices") and isinstance(default, tuple):
+            choices = fields[key].metadata["choices"]  # a non-empty list of distinct choices
+            ok = (isinstance(value, list) and value and len(set(value)) == len(value)
+                  and all(v in choices for v in value))
+            expected = f"a list of distinct values among {', '.join(choices)}"
+            value = tuple(value) if ok else value
         elif isinstance(default, tuple) or fields[key].default_factory is not dataclasses.MISSING:
             ok = isinstance(value, list) and all(is_int(v) and v > 0 for v in value)
             expected = "a list of positive integers"
@@ -290,6 +300,43 @@ def parse_dataclass(cls, table: dict, where: str):
             raise UserError(f"[{where}] {key} = {value!r}; expected {expected}")
         values[key] = float(value) if isinstance(default, float) else value
     return cls(**values)
+
+
+def parse_train(table: dict) -> TrainConfig:
+    """[train], where `max_epochs` names the budget of early stopping: with `patience`, instead
+    of `epochs`."""
+    if isinstance(table, dict) and "max_epochs" in table:
+        if "epochs" in table:
+            raise UserError("[train] sets both 'epochs' and 'max_epochs'; use 'epochs' for a "
+                            "fixed budget, or 'patience' with 'max_epochs' for early stopping")
+        if not table.get("patience"):
+            raise UserError("[train] max_epochs is the budget of early stopping; set "
+                            "'patience' (epochs without improvement before stopping) too, or "
+                            "use 'epochs' for a fixed budget")
+        table = {("epochs" if key == "max_epochs" else key): value for key, value in table.items()}
+    return parse_dataclass(TrainConfig, table, "train")
+
+
+def parse_eval(table: dict) -> EvalConfig:
+    """[eval]; importance sampling is always one of the likelihood estimators."""
+    config = parse_dataclass(EvalConfig, table, "eval")
+    if "is" not in config.likelihood:
+        raise UserError(f"[eval] likelihood = {list(config.likelihood)} leaves out \"is\": "
+                        "importance sampling gives test_nll; AIS is a check beside it, e.g. "
+                        'likelihood = ["is", "ais"]')
+    return config
+
+
+def parse_baseline(table: dict, models: list[str]) -> str | None:
+    """[report] baseline = "<model>": compare every model with it rather than every pair."""
+    if not isinstance(table, dict):
+        raise UserError("'report' must be a table, e.g. [report]")
+    check_keys(table, REPORT_KEYS, "[report]")
+    baseline = table.get("baseline")
+    if baseline is not None and baseline not in models:
+        raise UserError(f"[report] baseline = {baseline!r} is not one of the suite's models: "
+                        f"{', '.join(models)}")
+    return baseline
 
 
 def parse_references(table: dict, datasets: list[str], models: list[str]) -> dict:
