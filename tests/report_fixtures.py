@@ -1,8 +1,13 @@
 """A small synthetic results directory in the format of docs/results-format.md, for report tests.
 
-Two datasets (`circles`, with true factors and traversals; `digits`, labelled) × three models ×
-three seeds, where the last seed of `digits`/`iwae-k5` failed (diverged). Every number and array
-comes from a seeded generator, so the directory is the same every time it is built.
+Two datasets (`circles`, with true factors, traversals and AIS; `digits`, labelled, with FID and
+KID) × three models × three seeds, where the last seed of `digits`/`iwae-k5` failed (diverged).
+Each finished run keeps per-image values over NLL_IMAGES images (`image_log_px`, ...): image
+difficulty shared by every model and seed, a per-model image effect, a small seed effect and
+per-(seed, image) noise, with the run's metrics their means. One run had not converged
+(UNCONVERGED) and one NLL estimate still moved with K (NLL_NOT_CONVERGED). `new_format=False`
+writes results as they were before per-image values and training diagnostics existed. Every
+number and array comes from a seeded generator, so the directory is the same every time.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ LATENT_DIM = 6
 EPOCHS = 5
 FAILED = ("digits", "iwae-k5", 2)
 FAILED_REASON = "diverged: loss is nan at epoch 3"
+NLL_IMAGES = 200
+UNCONVERGED = ("circles", "mlp-vae", 1)
+NLL_NOT_CONVERGED = ("digits", "beta-vae-b4", 0)
 
 # Per-model offsets that make some differences clear and others within the seed spread.
 _NLL = {"mlp-vae": 0.0, "beta-vae-b4": 6.0, "iwae-k5": -1.5}
@@ -95,23 +103,42 @@ def _arrays(rng: np.random.Generator, dataset: str, model: str) -> dict[str, np.
     return arrays
 
 
-def _metrics(rng: np.random.Generator, dataset: str, model: str) -> dict[str, float]:
+def _per_image(d_index: int, m_index: int, rng: np.random.Generator, dataset: str,
+               model: str) -> dict[str, np.ndarray]:
+    """Per-image values of one run: difficulty shared by all runs of the dataset, an image effect
+    of the model shared by its seeds, a seed effect, and noise."""
     base = 90.0 if dataset == "circles" else 60.0
-    kl = _KL[model] + rng.normal(0, 0.5)
-    nll = base + _NLL[model] + rng.normal(0, 1.0)
-    elbo = -(nll + rng.uniform(2, 4))
+    difficulty = np.random.default_rng([d_index, 99]).normal(0, 10, NLL_IMAGES)
+    model_effect = np.random.default_rng([d_index, m_index, 98]).normal(0, 1, NLL_IMAGES)
+    nll = (base + _NLL[model] + rng.normal(0, 0.05) + difficulty + model_effect
+           + rng.normal(0, 2, NLL_IMAGES))
+    kl = _KL[model] + rng.normal(0, 0.5) + rng.normal(0, 1, NLL_IMAGES)
+    elbo = -(nll + rng.uniform(2, 4) + rng.normal(0, 0.5, NLL_IMAGES))
+    values = {"image_log_px": -nll, "image_elbo": elbo, "image_kl": kl, "image_recon": -elbo - kl,
+              "image_iwae_k1": elbo, "image_iwae_k5": elbo + rng.uniform(0.5, 1.5)}
+    if dataset == "circles":
+        values["image_log_px_ais"] = -nll + rng.normal(0, 0.3, NLL_IMAGES)
+    return {name: array.astype(np.float32) for name, array in values.items()}
+
+
+def _metrics(rng: np.random.Generator, dataset: str, model: str, seed: int,
+             per_image: dict[str, np.ndarray], new_format: bool) -> dict[str, float]:
+    def mean(name: str) -> float:
+        return float(per_image[name].astype(np.float64).mean())
+
     metrics = {
-        "test_elbo": elbo,
-        "test_recon": -elbo - kl,
-        "test_kl": kl,
-        "test_nll": nll,
+        "test_elbo": mean("image_elbo"),
+        "test_recon": mean("image_recon"),
+        "test_kl": mean("image_kl"),
+        "test_nll": -mean("image_log_px"),
         "test_nll_se": rng.uniform(0.05, 0.1),
-        "iwae_k1": elbo,
-        "iwae_k5": elbo + rng.uniform(0.5, 1.5),
+        "iwae_k1": mean("image_iwae_k1"),
+        "iwae_k5": mean("image_iwae_k5"),
         "active_units": float(2 if model == "beta-vae-b4" else 4),
         "params": 123_456.0,
         "train_seconds": rng.uniform(10, 20),
         "peak_memory_mb": 512.0,
+        "best_epoch": float(EPOCHS),
         "a_new_metric": rng.normal(),  # unknown to the report: shown generically
     }
     if dataset == "circles":
@@ -119,6 +146,28 @@ def _metrics(rng: np.random.Generator, dataset: str, model: str) -> dict[str, fl
         metrics["probe_r2_radius"] = rng.uniform(0.5, 0.99)
     else:
         metrics["fid"] = rng.uniform(5, 30)
+    if not new_format:
+        return metrics
+    gap = 0.25 if (dataset, model, seed) == NLL_NOT_CONVERGED else rng.uniform(0.0, 0.05)
+    metrics.update({
+        "converged": 0.0 if (dataset, model, seed) == UNCONVERGED else 1.0,
+        "stopped_early": 0.0,
+        "epochs_trained": float(EPOCHS),
+        "latent_dim": float(LATENT_DIM),
+        "test_nll_k_tenth": metrics["test_nll"] + gap,
+        "nll_k_gap": gap,
+        "ess_mean": rng.uniform(20, 40),
+        "ess_p5": rng.uniform(1, 5),
+    })
+    if dataset == "circles":
+        metrics.update({"test_nll_ais": -mean("image_log_px_ais"),
+                        "ais_acceptance": rng.uniform(0.6, 0.8),
+                        "bdmc_lower": -30.0 - rng.uniform(0, 0.1),
+                        "bdmc_upper": -30.0 + rng.uniform(0, 0.1)})
+        metrics["bdmc_gap"] = metrics["bdmc_upper"] - metrics["bdmc_lower"]
+    else:
+        metrics.update({"kid": rng.uniform(0.01, 0.03), "kid_std": rng.uniform(0.001, 0.002),
+                        "fid_ref": 2.5, "fid_ref_sd": 0.3, "kid_ref": 0.001})
     return metrics
 
 
@@ -146,8 +195,10 @@ def make_results(
     models: tuple[str, ...] = MODELS,
     seeds: tuple[int, ...] = SEEDS,
     with_failed: bool = True,
+    new_format: bool = True,
 ) -> Path:
-    """Write `root/results/synthetic/` and return it (a smaller one for fewer names or seeds)."""
+    """Write `root/results/synthetic/` and return it (a smaller one for fewer names or seeds;
+    without per-image values and training diagnostics for `new_format=False`)."""
     results_dir = Path(root) / "results" / SUITE
     summary = []
     for d_index, dataset in enumerate(datasets):
@@ -173,9 +224,13 @@ def make_results(
                     },
                     "seed": seed,
                     "train": {"epochs": EPOCHS, "batch_size": 100, "learning_rate": 0.001},
-                    "eval": {"nll_samples": 100},
+                    "eval": {"nll_samples": 100, "nll_images": NLL_IMAGES},
                 }
-                metrics = {} if failed else _metrics(rng, dataset, model)
+                if new_format:
+                    config["train"].update(select="objective", patience=0)
+                per_image = _per_image(d_index, m_index, rng, dataset, model)
+                metrics = {} if failed else _metrics(rng, dataset, model, seed, per_image,
+                                                     new_format)
                 record = {
                     "run_id": rid,
                     "status": "failed" if failed else "finished",
@@ -202,7 +257,10 @@ def make_results(
                         f"FloatingPointError: {FAILED_REASON}\n"
                     )
                 else:
-                    np.savez(run_dir / "arrays.npz", **_arrays(rng, dataset, model))
+                    arrays = _arrays(rng, dataset, model)
+                    if new_format:
+                        arrays.update(per_image)
+                    np.savez(run_dir / "arrays.npz", **arrays)
                 summary.append(
                     {
                         "run_id": rid,

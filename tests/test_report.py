@@ -11,11 +11,34 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from report_fixtures import DATASETS, FAILED, FAILED_REASON, MODELS, make_results
+from report_fixtures import (
+    DATASETS,
+    FAILED,
+    FAILED_REASON,
+    LATENT_DIM,
+    MODELS,
+    NLL_IMAGES,
+    NLL_NOT_CONVERGED,
+    UNCONVERGED,
+    make_results,
+)
+from scipy import stats
 
 from vae_zoo.report import ResultsNotFoundError, build_report
-from vae_zoo.report.figures import sweep_figures
-from vae_zoo.report.tables import Results, describe_metric, metric_sort_key
+from vae_zoo.report.figures import _active_units, sweep_figures
+from vae_zoo.report.page import MAX_LISTED, _metric_findings, render_page
+from vae_zoo.report.statistics import aggregate, holm, paired_image_difference
+from vae_zoo.report.tables import (
+    COMPARISON_COLUMNS,
+    PAIRED,
+    WELCH,
+    Results,
+    compare_models,
+    describe_metric,
+    load_results,
+    make_table,
+    metric_sort_key,
+)
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 REFERENCES = {"digits": {"iwae-k5": {"test_nll": 59.0}, "mlp-vae": {"test_nll": 61.0}}}
@@ -41,6 +64,11 @@ def _files(directory: Path) -> dict[str, bytes]:
     }
 
 
+def _column(markdown: str, header: str) -> int:
+    """The position of a column in a Markdown table's rows split at `|`."""
+    return [cell.strip() for cell in markdown.splitlines()[0].split("|")].index(header)
+
+
 def _runs_from_json(results_dir: Path) -> pd.DataFrame:
     """Every run's metrics read straight from config.json + metrics.json."""
     rows = []
@@ -60,9 +88,9 @@ def _runs_from_json(results_dir: Path) -> pd.DataFrame:
 
 def test_report_produces_every_table_and_figure(report):
     out_dir, written = report
-    expected = {"README.md", ".report-files", "tables/runs.csv"}
+    expected = {"README.md", ".report-files", "tables/runs.csv", "tables/comparisons.csv"}
     for dataset in DATASETS:
-        for stem in (dataset, f"{dataset}-cost"):
+        for stem in (dataset, f"{dataset}-diagnostics", f"{dataset}-cost"):
             expected |= {f"tables/{stem}.{ext}" for ext in ("csv", "md", "tex")}
         expected |= {f"figures/samples-{dataset}-{model}.png" for model in MODELS}
     expected |= {f"figures/{name}.{ext}" for name in LINE_PLOTS for ext in ("png", "pdf")}
@@ -92,9 +120,12 @@ def test_table_numbers_equal_mean_and_std_of_the_runs(results_dir, report):
         ours = finished[finished["dataset"] == dataset]
         expected_mean = ours.groupby("model").mean(numeric_only=True)
         expected_std = ours.groupby("model").std(ddof=1, numeric_only=True)
-        metrics = [c for c in expected_mean.columns if expected_mean[c].notna().any()]
+        diagnostics = pd.read_csv(out_dir / "tables" / f"{dataset}-diagnostics.csv")
+        diagnostics = diagnostics.set_index("model")
+        metrics = [c for c in expected_mean.columns if expected_mean[c].notna().any()
+                   and describe_metric(c).group != "context"]
         for metric in metrics:
-            source = table if f"{metric}_mean" in table else cost
+            source = next(t for t in (table, diagnostics, cost) if f"{metric}_mean" in t)
             for model in MODELS:
                 np.testing.assert_allclose(
                     source.loc[model, f"{metric}_mean"],
@@ -105,13 +136,17 @@ def test_table_numbers_equal_mean_and_std_of_the_runs(results_dir, report):
                     source.loc[model, f"{metric}_std"], expected_std.loc[model, metric], rtol=1e-12
                 )
 
-    # The formatted tables show the same numbers, the best in bold; KL has no best.
+    # The formatted tables show the same numbers with their t interval, the best in bold; KL
+    # has no best.
     markdown = (out_dir / "tables" / "digits.md").read_text()
     digits = finished[finished["dataset"] == "digits"].groupby("model")
     best_nll = digits["test_nll"].mean().idxmin()
-    cell = f"{digits['test_nll'].mean()[best_nll]:.2f} ± {digits['test_nll'].std()[best_nll]:.2f}"
+    values = digits.get_group(best_nll)["test_nll"]
+    half = stats.t.ppf(0.975, len(values) - 1) * values.std() / np.sqrt(len(values))
+    mean = values.mean()
+    cell = f"{mean:.2f} [{mean - half:.2f}, {mean + half:.2f}]"
     assert f"**{cell}**" in markdown
-    kl_column = markdown.splitlines()[0].split("|").index("   test KL (nats) ")
+    kl_column = _column(markdown, "test KL (nats)")
     assert not any("**" in line.split("|")[kl_column] for line in markdown.splitlines()[2:])
     assert "test NLL, paper (nats)" in markdown and "59.00" in markdown
     assert "\\toprule" in (out_dir / "tables" / "digits.tex").read_text()
@@ -160,6 +195,258 @@ def test_a_failed_run_is_reported_as_failed_not_dropped(results_dir, report):
     page = (out_dir / "README.md").read_text()
     failed_section = page.split("## Failed runs", 1)[1]
     assert failed["run_id"].item() in failed_section and FAILED_REASON in failed_section
+
+
+def _per_image(results_dir: Path, dataset: str, model: str, key: str) -> dict[int, np.ndarray]:
+    """{seed: values} of a model's finished runs, read straight from arrays.npz."""
+    values = {}
+    for run_dir in sorted((results_dir / "runs").glob(f"{dataset}-{model}-s*")):
+        config = json.loads((run_dir / "config.json").read_text())
+        if (run_dir / "arrays.npz").is_file():
+            with np.load(run_dir / "arrays.npz") as arrays:
+                values[config["seed"]] = arrays[key].astype(np.float64)
+    return values
+
+
+def test_comparisons_csv_holds_every_pair_paired_on_images_where_the_runs_keep_them(
+        results_dir, report):
+    out_dir, _ = report
+    comparisons = pd.read_csv(out_dir / "tables" / "comparisons.csv")
+    assert list(comparisons.columns) == COMPARISON_COLUMNS
+    # every pair of models on every compared metric, in suite order
+    pairs = [("mlp-vae", "beta-vae-b4"), ("mlp-vae", "iwae-k5"), ("beta-vae-b4", "iwae-k5")]
+    nll = comparisons[(comparisons["dataset"] == "digits") & (comparisons["metric"] == "test_nll")]
+    assert list(zip(nll["A"], nll["B"])) == pairs
+    assert set(comparisons["metric"]) == {
+        "test_nll", "test_nll_ais", "test_elbo", "iwae_k1", "iwae_k5", "test_recon", "mig",
+        "probe_r2_radius", "fid", "kid"}  # not test_bpd, KL, active units or unknown metrics
+    # Holm over the whole report, not per dataset or metric
+    np.testing.assert_allclose(comparisons["p_holm"], holm(comparisons["p"]))
+    assert (comparisons["detected"] == (comparisons["p_holm"] < 0.05)).all()
+
+    # per-image metrics: paired on the common seeds and the NLL images, sign-corrected
+    assert (nll["method"] == PAIRED).all() and (nll["n_images"] == NLL_IMAGES).all()
+    # on common seeds only: iwae-k5 lost seed 2
+    assert list(nll["n_seeds_a"]) == [3, 2, 2] and list(nll["n_seeds_b"]) == [3, 2, 2]
+    a = _per_image(results_dir, "digits", "mlp-vae", "image_log_px")
+    b = _per_image(results_dir, "digits", "iwae-k5", "image_log_px")  # seed 2 failed
+    expected = paired_image_difference(-np.stack([a[0], a[1]]), -np.stack([b[0], b[1]]))
+    row = nll[nll["B"] == "iwae-k5"].iloc[0]
+    assert row["A"] == "mlp-vae"
+    np.testing.assert_allclose([row["difference"], row["low"], row["high"], row["p"], row["df"]],
+                               [expected.value, expected.low, expected.high, expected.p,
+                                expected.df], rtol=1e-12)
+    # one value per run: Welch over seeds, no image count
+    fid = comparisons[comparisons["metric"] == "fid"]
+    assert (fid["method"] == WELCH).all() and fid["n_images"].isna().all()
+
+
+def test_the_findings_state_each_comparison_with_its_interval_and_the_training(report):
+    out_dir, _ = report
+    page = (out_dir / "README.md").read_text()
+    findings = page.split("## Findings", 1)[1].split("## Tables", 1)[0]
+    comparisons = pd.read_csv(out_dir / "tables" / "comparisons.csv")
+    assert f"Holm-corrected over all {comparisons['p'].notna().sum()} tested" in findings
+    assert "clear" not in findings and "equal" not in findings
+    # a detected difference: the better model first, improvement and interval, both p-values
+    row = comparisons[(comparisons["dataset"] == "circles") & (comparisons["metric"] == "test_nll")
+                      & (comparisons["B"] == "beta-vae-b4")].iloc[0]
+    assert row["detected"] and row["A"] == "mlp-vae" and row["difference"] < 0
+    assert row["p"] < row["p_holm"] < 0.001
+    assert (f"  - `mlp-vae` beats `beta-vae-b4` by {-row['difference']:.2f} nats "
+            f"[{-row['high']:.2f}, {-row['low']:.2f}]; p < 0.001, "
+            "Holm-corrected p < 0.001.") in findings
+    # an undetected one: A − B and its interval
+    row = comparisons[(comparisons["dataset"] == "digits") & (comparisons["metric"] == "fid")
+                      ].iloc[0]
+    assert not row["detected"]
+    assert (f"no detectable difference between `{row['A']}` and `{row['B']}` (`{row['A']}` − "
+            f"`{row['B']}`: {row['difference']:.2f} [{row['low']:.2f}, {row['high']:.2f}])"
+            ) in findings
+    assert ("- **test NLL** (nats, lower is better; paired over 3 seeds × 200 images): "
+            "3 of 3 differences detected.") in findings
+    assert "- **FID** (lower is better; Welch over 2–3 seeds):" in findings
+    # the budget, early stopping, the checkpoint and convergence
+    assert ("- Training: a budget of 5 epochs; no early stopping; checkpoint: the epoch with the "
+            "best validation objective; 5 epochs trained; 1 of 9 runs had not converged († in "
+            "the tables).") in findings
+    assert "all 8 runs had converged." in findings
+    assert ("The NLL estimate had not converged (‡) in 1 of 8 runs (`beta-vae-b4` 1 of 3)"
+            in findings)
+    assert "FID between held-out and test images: 2.50 ± 0.30 (sd over draws)" in findings
+
+
+def test_the_tables_mark_unconverged_runs_and_estimates_and_do_not_rank_active_units(report):
+    out_dir, _ = report
+    dataset, model, _ = UNCONVERGED
+    metrics = (out_dir / "tables" / f"{dataset}.md").read_text()
+    assert f"| {model} †" in metrics
+    assert "† Runs that had not converged: `mlp-vae` 1 of 3" in metrics
+    assert "convergence_tolerance" in metrics
+    raw = pd.read_csv(out_dir / "tables" / f"{dataset}.csv").set_index("model")
+    assert raw.loc[model, "unconverged"] == 1 and raw["unconverged"].sum() == 1
+    # active units out of the latent units, never bold
+    units = _column(metrics, "active units")
+    cells = [line.split("|")[units] for line in metrics.splitlines()[2:5]]
+    assert all(f"of {LATENT_DIM}" in cell and "**" not in cell for cell in cells)
+
+    dataset, model, _ = NLL_NOT_CONVERGED
+    diagnostics = (out_dir / "tables" / f"{dataset}-diagnostics.md").read_text()
+    flagged = [line for line in diagnostics.splitlines() if "‡" in line and line.startswith("|")]
+    assert len(flagged) == 1 and flagged[0].startswith(f"| {model} ")
+    assert "‡ NLL estimate not converged" in diagnostics
+    assert "FID held-out vs test (± sd over draws)" in diagnostics and "2.50 ± 0.30" in diagnostics
+    assert "ESS mean (samples)" in diagnostics and "KID held-out vs test" in diagnostics
+    assert "$^\\ddagger$" in (out_dir / "tables" / f"{dataset}-diagnostics.tex").read_text()
+    # KID beside FID; AIS and BDMC where they were measured
+    header = (out_dir / "tables" / "digits.md").read_text().splitlines()[0]
+    assert "FID ↓ |" in header and header.index("KID ↓") > header.index("FID ↓")
+    assert "test NLL, AIS (nats) ↓" in (out_dir / "tables" / "circles.md").read_text()
+    assert "BDMC gap" in (out_dir / "tables" / "circles-diagnostics.md").read_text()
+
+
+def test_results_from_before_per_image_values_are_compared_over_seeds(tmp_path):
+    results = load_results(make_results(tmp_path, models=MODELS[:2], new_format=False))
+    comparisons = compare_models(results)
+    assert len(comparisons) and (comparisons["method"] == WELCH).all()
+    page = render_page(results, [], [], tmp_path, comparisons=None)
+    assert "convergence not recorded" in page and "Training: a budget of 5 epochs;" in page
+    assert "early stopping" not in page and "checkpoint:" not in page
+    assert "Welch over 3 seeds" in page and "paired over" not in page
+    table = make_table(results, "circles", "metrics")
+    assert "†" not in table.markdown and "unconverged" not in table.raw
+    assert "4.0 of 6" in table.markdown  # the latent units from the model's settings
+
+
+def test_a_baseline_is_compared_with_every_other_model_and_nothing_else(results_dir, tmp_path):
+    results = load_results(results_dir)
+    comparisons = compare_models(results, baseline="iwae-k5")
+    assert (comparisons["B"] == "iwae-k5").all() and set(comparisons["A"]) == set(MODELS[:2])
+    page = render_page(results, [], [], tmp_path, comparisons=comparisons, baseline="iwae-k5")
+    assert "each model with the baseline `iwae-k5`" in page
+    assert compare_models(results, baseline="absent").empty
+    page = render_page(results, [], [], tmp_path, baseline="absent")
+    assert page.count("The baseline `absent` has no finished run here: no comparison.") == 2
+    assert "over all 0 tested comparisons" in page
+
+
+def test_with_many_models_the_findings_list_the_comparisons_of_the_best_and_count_the_rest():
+    models = [f"m{i}" for i in range(6)]  # 15 pairs
+    pairs = [(a, b) for i, a in enumerate(models) for b in models[i + 1:]]
+    assert len(pairs) > MAX_LISTED
+    rows = pd.DataFrame([
+        {"dataset": "d", "metric": "fid", "A": a, "B": b, "difference": 1.0, "low": 0.5,
+         "high": 1.5, "p": 0.001, "p_holm": 0.01 if a == "m0" else 0.5, "n_seeds_a": 3,
+         "n_seeds_b": 3, "n_images": pd.NA, "method": WELCH, "df": 4.0,
+         "detected": a == "m0"} for a, b in pairs])
+    runs = pd.DataFrame({"dataset": "d", "model": models, "status": "finished",
+                         "fid": [5.0, 1.0, 3.0, 4.0, 6.0, 7.0]})
+    table = aggregate(runs, models, "d", ["fid"])
+    lines = _metric_findings("fid", rows, table, None)
+    assert lines[0] == ("- **FID** (lower is better; Welch over 3 seeds): 5 of 15 differences "
+                        "detected.")
+    listed = lines[1:-1]
+    assert len(listed) == 5 and all("`m1`" in line for line in listed)  # m1 has the best mean
+    # m0 is A, m0 − m1 = +1 on a lower-is-better metric: m1 is the better one
+    assert listed[0].startswith("  - `m1` beats `m0` by 1.00 [0.50, 1.50]")
+    assert lines[-1] == ("  - The other 10 comparisons (4 detected) are in "
+                         "[tables/comparisons.csv](tables/comparisons.csv).")
+    untested = rows.assign(p=np.nan, p_holm=np.nan, low=np.nan, high=np.nan, detected=False)
+    mixed = pd.concat([untested.head(1), rows.iloc[[5]]])
+    assert _metric_findings("fid", mixed, table, None) == [
+        "- **FID** (lower is better; Welch over 3 seeds): 0 of 1 differences detected, 1 pairs "
+        "not compared (fewer than two seeds).",
+        "  - `m0` and `m1` not compared: fewer than two seeds.",
+        "  - no detectable difference between `m1` and `m2` (`m1` − `m2`: 1.00 [0.50, 1.50]); "
+        "p = 0.001, Holm-corrected p = 0.5."]
+    assert _metric_findings("fid", untested, table, None) == [
+        "- **FID** (lower is better): not compared, every model has fewer than two seeds."]
+    assert _metric_findings("fid", rows.head(0), table, None) == []
+
+
+def _edit_json(path: Path, edit) -> None:
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def test_comparisons_leave_out_what_cannot_be_paired_or_is_missing(tmp_path):
+    results_dir = make_results(tmp_path, datasets=("digits",), models=MODELS[:2],
+                               with_failed=False)
+    runs = {run.name.split("-s")[0] + run.name.split("-s")[1][0]: run
+            for run in (results_dir / "runs").iterdir()}
+    # mlp-vae seed 0 keeps a non-finite image value: its NLL is not paired on that seed
+    with np.load(runs["digits-mlp-vae0"] / "arrays.npz") as stored:
+        arrays = dict(stored)
+    arrays["image_log_px"][3] = np.nan
+    arrays["image_elbo"] = arrays["image_elbo"][:, None]  # not one value per image
+    np.savez(runs["digits-mlp-vae0"] / "arrays.npz", **arrays)
+    # beta-vae-b4 seed 0 did not record its seed: it cannot be paired
+    _edit_json(runs["digits-beta-vae-b40"] / "config.json", lambda c: c.update(seed=None))
+    # beta-vae-b4 has no KID: nothing to compare; no run has the spread of the held-out FID
+    for seed in (0, 1, 2):
+        _edit_json(runs[f"digits-beta-vae-b4{seed}"] / "metrics.json",
+                   lambda r: r["metrics"].pop("kid"))
+        for model in MODELS[:2]:
+            _edit_json(runs[f"digits-{model}{seed}"] / "metrics.json",
+                       lambda r: r["metrics"].pop("fid_ref_sd"))
+    results = load_results(results_dir)
+    assert "FID between held-out and test images: 2.50, what" in render_page(results, [], [],
+                                                                              tmp_path)
+    diagnostics = make_table(results, "digits", "diagnostics").markdown
+    assert "FID held-out vs test |" in diagnostics and "±" not in diagnostics
+    comparisons = compare_models(results).set_index("metric")
+    assert comparisons.loc["test_nll", "method"] == PAIRED
+    # seeds 1 and 2 only: mlp-vae's seed 0 value is NaN, beta-vae-b4's seed 0 is unknown
+    assert comparisons.loc["test_nll", ["n_seeds_a", "n_seeds_b"]].tolist() == [2, 2]
+    assert comparisons.loc["test_elbo", "n_seeds_a"] == 2  # seed 0's ELBO array is unusable
+    # one value per run needs no seed to pair with: every finished run counts
+    assert comparisons.loc["fid", "method"] == WELCH
+    assert comparisons.loc["fid", ["n_seeds_a", "n_seeds_b"]].tolist() == [3, 3]
+    assert "kid" not in comparisons.index
+
+
+def test_the_training_finding_says_what_the_runs_record():
+    from vae_zoo.report.page import _training_findings
+
+    runs = pd.DataFrame({"train_epochs": [10.0, 20.0], "train_patience": [5, 0],
+                         "train_select": ["elbo", "last"], "converged": [1.0, 0.0]})
+    assert _training_findings(runs) == [
+        "- Training: a budget of 10–20 epochs; early stopping after 5 epochs without "
+        "improvement in some runs; checkpoint: the epoch with the best validation ELBO or the "
+        "last epoch; 1 of 2 runs had not converged († in the tables)."]
+    unknown = pd.DataFrame({"train_epochs": [None], "train_patience": [None],
+                            "train_select": [None]})
+    assert _training_findings(unknown) == ["- Training: convergence not recorded."]
+    assert _training_findings(unknown.iloc[:0]) == []
+
+
+def test_references_show_ours_with_its_interval_or_say_it_was_not_measured():
+    from vae_zoo.report.page import _reference_findings
+
+    runs = pd.DataFrame({"dataset": "d", "model": ["a", "a", "b"], "status": "finished",
+                         "test_nll": [10.0, 12.0, 30.0]})
+    table = aggregate(runs, ["a", "b"], "d", ["test_nll"])
+    lines = _reference_findings(table, {"a": {"test_nll": 11.5, "fid": 3.0},
+                                        "b": {"test_nll": 29.0}, "c": {"test_nll": 1.0}})
+    half = stats.t.ppf(0.975, 1) * np.sqrt(2) / np.sqrt(2)
+    assert lines == [
+        f"- `a`, test NLL: ours 11.00 [{11 - half:.2f}, {11 + half:.2f}] against 11.50 "
+        "published (difference -0.50).",
+        "- `a`, FID: published 3.00, not measured here.",
+        "- `b`, test NLL: ours 30.00 against 29.00 published (difference +1.00).",
+        "- `c`, test NLL: published 1.00, not measured here."]
+
+
+def test_the_kl_figure_counts_active_units_with_the_runs_metric(results_dir):
+    results = load_results(results_dir)
+    assert _active_units(results, "circles", "beta-vae-b4") == "2 active of 6"
+    results.runs = results.runs.drop(columns=["latent_dim"])
+    assert _active_units(results, "circles", "beta-vae-b4") == "2 active"
+    results.runs["active_units"] = np.nan
+    assert _active_units(results, "circles", "mlp-vae") == "active units not measured"
+    results.runs = results.runs.drop(columns=["active_units"])
+    assert _active_units(results, "circles", "mlp-vae") == "active units not measured"
 
 
 @pytest.fixture

@@ -278,7 +278,8 @@ def command_report(args: argparse.Namespace) -> int:
                         f"run `vae-zoo run {args.suite}` first")
     # The report shows the cells of the suite's current plan only: plan it again first.
     write_summary(suite, SuiteStore(results), chosen_device(args, reads=results))
-    written = build_report(results, args.out / suite.name, references=suite.references)
+    written = build_report(results, args.out / suite.name, references=suite.references,
+                           baseline=suite.baseline)
     print(f"report of {suite.name}: {len(written)} files in {args.out / suite.name}")
     from vae_zoo.harness.tracking import Tracker
 

@@ -22,10 +22,10 @@ import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from scipy import stats
 from sklearn.decomposition import PCA
 
 from vae_zoo.harness.store import read_arrays
+from vae_zoo.report.statistics import mean_interval
 from vae_zoo.report.tables import (
     SWEEP_PREFIX,
     Results,
@@ -37,7 +37,6 @@ from vae_zoo.report.tables import (
 
 DPI = 130
 PANEL_INCHES = (4.0, 3.0)
-COLLAPSED_NATS = 0.01  # a latent unit whose KL is below this carries (almost) no information
 KL_FLOOR_NATS = 1e-4  # KL values are drawn no lower than this on the log axis
 COMPARED_METRICS = ("test_nll", "test_elbo", "test_kl", "fid")
 # What a sweep figure draws against the swept value, with the role each plays in the trade-off.
@@ -199,13 +198,11 @@ def learning_curves(results: Results, figures_dir: Path, palette: dict) -> Repor
 
 
 def _t_interval(values: np.ndarray) -> tuple[float, float]:
-    """95 % Student-t confidence interval of the mean (a point with a single value)."""
-    values = np.asarray(values, dtype=float)
-    mean = float(values.mean())
-    if len(values) < 2:
-        return mean, mean
-    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
-    return mean - half, mean + half
+    """95 % Student-t interval of the mean, as the tables give it (a point with one value)."""
+    interval = mean_interval(values)
+    if not interval.tested:
+        return interval.value, interval.value
+    return interval.low, interval.high
 
 
 def metric_comparison(results: Results, figures_dir: Path, palette: dict) -> ReportFigure | None:
@@ -330,7 +327,7 @@ def rate_distortion(results: Results, figures_dir: Path, palette: dict) -> Repor
 
 
 def kl_per_dimension(results: Results, figures_dir: Path, palette: dict) -> ReportFigure | None:
-    """KL of each latent dimension, sorted, with the collapse threshold: active vs dead units."""
+    """KL of each latent dimension, sorted, with each model's active units in the legend."""
     rows = []
     for run in results.finished().itertuples():
         kl = read_arrays(results.run_dir(run.run_id), ("kl_per_dim",)).get("kl_per_dim")
@@ -373,25 +370,15 @@ def kl_per_dimension(results: Results, figures_dir: Path, palette: dict) -> Repo
                 legend=False,
                 ax=ax,
             )
-            ax.axhline(COLLAPSED_NATS, color="0.4", linestyle="--", linewidth=1)
             ax.set_yscale("log")
             ax.set(
                 title=dataset,
                 xlabel="latent dimension (sorted by KL)",
                 ylabel="KL per dimension (nats)",
             )
-            handles = []
-            for model in models:
-                active = (
-                    data[data["model"] == model]
-                    .groupby("seed", dropna=False)["kl"]
-                    .apply(lambda kl: int((kl >= COLLAPSED_NATS).sum()))
-                )
-                handles.append(
-                    Line2D(
-                        [], [], color=palette[model], label=f"{model}: {active.mean():.3g} active"
-                    )
-                )
+            handles = [Line2D([], [], color=palette[model],
+                              label=f"{model}: {_active_units(results, dataset, model)}")
+                       for model in models]
             ax.legend(
                 handles=handles, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0)
             )
@@ -399,10 +386,23 @@ def kl_per_dimension(results: Results, figures_dir: Path, palette: dict) -> Repo
     return ReportFigure(
         files,
         "KL per latent dimension",
-        f"KL of each latent dimension sorted in decreasing order (line: mean, "
-        f"band: min–max over seeds); below the dashed line ({COLLAPSED_NATS} nats) "
-        "a unit has collapsed; legend: mean number of active units.",
+        "KL of each latent dimension sorted in decreasing order (line: mean, band: min–max "
+        "over seeds); legend: mean active units over seeds, the runs' `active_units` (a unit "
+        "is active when its posterior mean varies across test images, Cov_x(E_q[z_u]) > 0.01; "
+        "Burda et al. 2016), which need not match the units with a large KL.",
     )
+
+
+def _active_units(results: Results, dataset: str, model: str) -> str:
+    """A model's mean `active_units` over seeds as legend text (`of` its latent units)."""
+    runs = results.finished(dataset)
+    runs = runs[runs["model"] == model]
+    if "active_units" not in runs or runs["active_units"].isna().all():
+        return "active units not measured"
+    text = f"{runs['active_units'].mean():.3g} active"
+    if "latent_dim" in runs and runs["latent_dim"].notna().any():
+        text += f" of {runs['latent_dim'].max():g}"
+    return text
 
 
 def sweep_figures(results: Results, figures_dir: Path) -> list[ReportFigure]:

@@ -7,10 +7,17 @@ from pathlib import Path
 import pandas as pd
 
 from vae_zoo.report.figures import ReportFigure, draw_figures
-from vae_zoo.report.statistics import aggregate, lead
+from vae_zoo.report.statistics import ALPHA, Estimate, aggregate, ranked, verdict
 from vae_zoo.report.tables import (
+    NLL_GAP_LIMIT,
+    NLL_GAP_MARK,
+    PAIRED,
+    UNCONVERGED_MARK,
+    WELCH,
     Results,
     Table,
+    compare_models,
+    compared_metrics,
     describe_metric,
     load_results,
     seed_text,
@@ -19,6 +26,9 @@ from vae_zoo.report.tables import (
 )
 
 MANIFEST = ".report-files"  # what the last report wrote, so a new one can remove stale files
+MAX_LISTED = 10  # comparisons of a metric listed in full; beyond, those of one model
+SELECTIONS = {"objective": "the epoch with the best validation objective",
+              "elbo": "the epoch with the best validation ELBO", "last": "the last epoch"}
 PROVENANCE_KEYS = (
     "code_version",
     "git_commit",
@@ -36,21 +46,24 @@ PROVENANCE_KEYS = (
 )
 
 
-def build_report(results_dir: Path, out_dir: Path, *, references: dict | None = None) -> list[Path]:
+def build_report(results_dir: Path, out_dir: Path, *, references: dict | None = None,
+                 baseline: str | None = None) -> list[Path]:
     """Turn `results/<suite>` into `reports/<suite>`: tables, figures and README.md.
 
     `references` holds published values to show beside ours, as
-    `{dataset: {model: {metric: value}}}`. Nothing is trained; the same results give the same
+    `{dataset: {model: {metric: value}}}`. `baseline` names the model every other is compared
+    with; None compares every pair of models. Nothing is trained; the same results give the same
     bytes in every file. Files this function wrote before and does not write now are removed
     (only those, listed in `out_dir/.report-files`). Returns the files written.
     Raises FileNotFoundError (ResultsNotFoundError) when `results_dir` holds no run.
     """
     results = load_results(Path(results_dir))
     out_dir = Path(out_dir)
-    tables, written = write_tables(results, out_dir / "tables", references)
+    comparisons = compare_models(results, baseline)
+    tables, written = write_tables(results, out_dir / "tables", references, comparisons)
     figures = draw_figures(results, out_dir / "figures")
     written += [path for figure in figures for path in figure.files]
-    page = render_page(results, tables, figures, out_dir, references)
+    page = render_page(results, tables, figures, out_dir, references, comparisons, baseline)
     written.append(write_text(out_dir / "README.md", page))
     written.append(_replace_manifest(out_dir, written))
     return written
@@ -79,8 +92,13 @@ def render_page(
     figures: list[ReportFigure],
     out_dir: Path,
     references: dict | None = None,
+    comparisons: pd.DataFrame | None = None,
+    baseline: str | None = None,
 ) -> str:
-    """The Markdown of README.md."""
+    """The Markdown of README.md; `comparisons` as `compare_models(results, baseline)` gives
+    them (computed when not given)."""
+    if comparisons is None:
+        comparisons = compare_models(results, baseline)
     finished = results.finished()
     lines = [
         f"# vae-zoo report: `{results.suite}`",
@@ -99,19 +117,26 @@ def render_page(
         "",
         "## Findings",
         "",
-        *_findings(results, references),
+        *_how_to_read(comparisons, baseline),
+        "",
+        *_findings(results, references, comparisons, baseline),
         "",
         "## Tables",
         "",
-        "Mean ± sample standard deviation over finished seeds (`seeds`; `failed` counts the "
-        "others); ↓/↑: lower/higher is better, best in **bold**; `(n=…)` where fewer seeds "
-        "have the metric. Nats are per image. Each table is also in CSV (raw mean, std and n) "
-        "and LaTeX (booktabs) beside its Markdown.",
+        "Mean and 95 % interval `[low, high]` over the finished seeds (`seeds`; `failed` counts "
+        "the others): a Student-t interval with n − 1 degrees of freedom, the spread of "
+        "retraining on the same evaluation images (the comparisons in *Findings* also count "
+        "which images were drawn, and pair the models on them). ↓/↑: lower/higher is better, "
+        "best mean in **bold** (whether it differs detectably from the others is in "
+        "*Findings*); `(n=…)` where fewer seeds have the metric. `active units` is out of the "
+        "model's latent units and not ranked: models with more units have more to switch on. "
+        "Nats are per image. Each table is also in CSV (raw mean, std, n and interval) and "
+        "LaTeX (booktabs) beside its Markdown.",
         "",
         *_layer_note(results),
     ]
     for table in tables:
-        kind = "metrics" if table.kind == "metrics" else "costs"
+        kind = {"cost": "costs"}.get(table.kind, table.kind)
         links = ", ".join(f"[{p.suffix[1:]}]({_relative(p, out_dir)})" for p in table.files)
         lines += [
             f"### {table.dataset}: {kind}",
@@ -202,29 +227,47 @@ def _distinct(values) -> list[str]:
     return list(dict.fromkeys(str(v) for v in values if v is not None))
 
 
-def _findings(results: Results, references: dict | None) -> list[str]:
-    """Per dataset and metric with a direction: the best model and whether it wins clearly.
+def _how_to_read(comparisons: pd.DataFrame, baseline: str | None) -> list[str]:
+    """What a finding says and how it was decided."""
+    tested = int(comparisons["p"].notna().sum())
+    pairs = (f"each model with the baseline `{baseline}`" if baseline
+             else "every pair of models")
+    return [
+        f"Each finding compares two models' means on a metric where lower or higher is better "
+        f"({pairs}): a two-sided test of no difference, with a 95 % interval. Metrics measured "
+        "per test image (NLL, ELBO, IWAE bounds, reconstruction) are compared *paired*, on the "
+        "same seeds and the same images for both models, with seeds and images both random "
+        "(two-way crossed random effects: variance from the ANOVA mean squares, Satterthwaite "
+        "degrees of freedom), where the runs keep their per-image values; other metrics, one "
+        "value per run, with Welch's t-test over seeds (NLL in bits/dim is the NLL rescaled: "
+        "not compared again). A difference is *detected* when its "
+        f"p-value, Holm-corrected over all {tested} tested comparisons of this report, is below "
+        f"{ALPHA:g}: \"`A` beats `B` by d [low, high]\" gives the improvement and its 95 % "
+        "interval; otherwise \"no detectable difference\" gives `A` − `B` and its interval. "
+        "Intervals are not corrected, so one can exclude 0 without a detected difference. "
+        "Every comparison, with its p-value before and after the correction and its degrees of "
+        "freedom: [tables/comparisons.csv](tables/comparisons.csv).",
+    ]
 
-    A win is clear when the gap between the best and the runner-up means exceeds the sum of
-    their sample standard deviations over seeds (a deliberately conservative rule of thumb).
-    """
+
+def _findings(results: Results, references: dict | None, comparisons: pd.DataFrame,
+              baseline: str | None) -> list[str]:
+    """Per dataset: how the models were trained, the estimators' warnings, and per metric with
+    a direction the comparisons of the models (see `_metric_findings`)."""
     lines = []
     for dataset in results.datasets:
         finished = results.finished(dataset)
-        metrics = [
-            m
-            for m in results.metric_names
-            if finished[m].notna().any()
-            and describe_metric(m).direction
-            and describe_metric(m).group == "quality"
-        ]
-        table = aggregate(results.runs, results.models_of(dataset), dataset, metrics)
-        lines.append(f"**{dataset}**")
-        lines.append("")
+        metrics = compared_metrics(results, dataset)
+        table = aggregate(results.runs, results.models_of(dataset), dataset,
+                          sorted(set(metrics) | _referenced(references, dataset)))
+        lines += [f"**{dataset}**", "", *_training_findings(finished),
+                  *_estimator_findings(finished)]
+        if baseline is not None and baseline not in set(finished["model"]):
+            lines.append(f"- The baseline `{baseline}` has no finished run here: no comparison.")
         for metric in metrics:
-            line = _metric_finding(table, metric)
-            if line:
-                lines.append(f"- {line}")
+            rows = comparisons[(comparisons["dataset"] == dataset)
+                               & (comparisons["metric"] == metric)]
+            lines += _metric_findings(metric, rows, table, baseline)
         lines += _reference_findings(table, (references or {}).get(dataset, {}))
         failed = results.failed()
         failed = failed[failed["dataset"] == dataset]
@@ -234,45 +277,135 @@ def _findings(results: Results, references: dict | None) -> list[str]:
     return lines[:-1] if lines else ["No finished run to draw findings from."]
 
 
-def _metric_finding(table: pd.DataFrame, metric: str) -> str | None:
-    """`best` model on a metric, its lead over the runner-up, and whether the lead is clear."""
-    description = describe_metric(metric)
-    ahead = lead(table, metric, description.direction)
-    if ahead is None:
-        return None
-    rows = table.set_index("model")
-    ascending = description.direction == "min"
-    unit = f" {description.unit}" if description.unit else ""
-    text = (
-        f"{description.label}{f' ({description.unit})' if description.unit else ''}, "
-        f"{'lower' if ascending else 'higher'} is better: "
-    )
-    best = rows.loc[ahead.best[0]]
-    if len(ahead.best) > 1:
-        names = ", ".join(f"`{model}`" for model in ahead.best)
-        text += f"{names} tie for best with {_mean_std(description, best, metric)}"
+def _referenced(references: dict | None, dataset: str) -> set[str]:
+    return {m for values in (references or {}).get(dataset, {}).values() for m in values}
+
+
+def _numbers(values: pd.Series) -> str:
+    """Distinct values as `4` or `3–10` (lowest to highest), `1,000` for thousands."""
+    values = pd.to_numeric(values, errors="coerce").dropna()
+    low, high = values.min(), values.max()
+    return f"{low:,g}" if low == high else f"{low:,g}–{high:,g}"
+
+
+def _training_findings(finished: pd.DataFrame) -> list[str]:
+    """The budget, early stopping, the selected checkpoint, the epochs trained and how many
+    runs had converged, as the runs' config.json and metrics.json record them."""
+    if finished.empty:
+        return []
+    parts = []
+    if finished["train_epochs"].notna().any():
+        parts.append(f"a budget of {_numbers(finished['train_epochs'])} epochs")
+    patience = pd.to_numeric(finished["train_patience"], errors="coerce").dropna()
+    if (patience > 0).any():
+        parts.append(f"early stopping after {_numbers(patience[patience > 0])} epochs "
+                     "without improvement" + ("" if (patience > 0).all() else " in some runs"))
+    elif len(patience):
+        parts.append("no early stopping")
+    selections = [SELECTIONS.get(s, f"`{s}`") for s in dict.fromkeys(finished["train_select"])
+                  if isinstance(s, str)]
+    if selections:
+        parts.append("checkpoint: " + " or ".join(selections))
+    if "epochs_trained" in finished and finished["epochs_trained"].notna().any():
+        parts.append(f"{_numbers(finished['epochs_trained'])} epochs trained")
+    if "converged" in finished and finished["converged"].notna().any():
+        converged = finished["converged"].dropna()
+        unconverged = int((converged == 0).sum())
+        parts.append(f"{unconverged} of {len(converged)} runs had not converged "
+                     f"({UNCONVERGED_MARK} in the tables)" if unconverged
+                     else f"all {len(converged)} runs had converged")
     else:
-        text += f"`{ahead.best[0]}` is best with {_mean_std(description, best, metric)}"
-    if ahead.runner_up is None:
-        return text + ("." if len(ahead.best) > 1 else " (the only model measured).")
-    second = rows.loc[ahead.runner_up]
-    text += (
-        f", ahead of `{ahead.runner_up}` ({_mean_std(description, second, metric)}) by "
-        f"{description.format(ahead.gap)}{unit}"
-    )
-    if ahead.clear is None:
-        return text + "; with a single seed the seed spread is unknown."
-    if ahead.clear:
-        return text + f", more than their seed spread ({description.format(ahead.spread)}): clear."
-    return text + (
-        f", within their seed spread ({description.format(ahead.spread)}): not a clear difference."
-    )
+        parts.append("convergence not recorded")
+    return [f"- Training: {'; '.join(parts)}."]
 
 
-def _mean_std(description, row: pd.Series, metric: str) -> str:
+def _estimator_findings(finished: pd.DataFrame) -> list[str]:
+    """Warnings about the estimates themselves: an NLL still moving with K, and the FID that
+    held-out real images get (the level no model's samples can be told apart from)."""
+    lines = []
+    if "nll_k_gap" in finished and finished["nll_k_gap"].notna().any():
+        gaps = finished.dropna(subset=["nll_k_gap"])
+        moving = gaps[gaps["nll_k_gap"] > NLL_GAP_LIMIT]
+        if len(moving):
+            counts = ", ".join(f"`{model}` {(moving['model'] == model).sum()} of "
+                               f"{(gaps['model'] == model).sum()}"
+                               for model in dict.fromkeys(moving["model"]))
+            lines.append(
+                f"- The NLL estimate had not converged ({NLL_GAP_MARK}) in {len(moving)} of "
+                f"{len(gaps)} runs ({counts}): with a tenth of the importance samples it is more "
+                f"than {NLL_GAP_LIMIT} nats higher, so their test NLL is still falling with K "
+                "and overestimates the true NLL.")
+    if "fid_ref" in finished and finished["fid_ref"].notna().any():
+        reference = describe_metric("fid_ref")
+        text = f"{reference.format(finished['fid_ref'].mean())}"
+        if "fid_ref_sd" in finished and finished["fid_ref_sd"].notna().any():
+            text += f" ± {reference.format(finished['fid_ref_sd'].mean())} (sd over draws)"
+        lines.append(f"- FID between held-out and test images: {text}, what samples as good as "
+                     "real images would score; FID differences below its spread are noise of "
+                     "the FID estimate itself.")
+    return lines
+
+
+def _basis(rows: pd.DataFrame) -> str:
+    """What the comparisons of one metric rest on: the method, seeds and images."""
+    seeds = _numbers(pd.concat([rows["n_seeds_a"], rows["n_seeds_b"]]))
+    paired = rows[rows["method"] == PAIRED]
+    parts = []
+    if len(paired):
+        parts.append(f"paired over {_numbers(paired['n_seeds_a'])} seeds × "
+                     f"{_numbers(paired['n_images'].astype(float))} images")
+    if (rows["method"] == WELCH).any():
+        parts.append(f"Welch over {seeds} seeds" if paired.empty
+                     else "Welch over seeds where per-image values are missing")
+    return ", ".join(parts)
+
+
+def _metric_findings(metric: str, rows: pd.DataFrame, table: pd.DataFrame,
+                     baseline: str | None) -> list[str]:
+    """One bullet per metric (how many differences were detected, on what) and a sub-bullet
+    per comparison: every one up to MAX_LISTED, beyond that those of the baseline or of the
+    model with the best mean, and a count of the others."""
+    if rows.empty:
+        return []
+    description = describe_metric(metric)
+    lower = description.direction == "min"
+    unit = f"{description.unit}, " if description.unit else ""
+    heading = f"- **{description.label}** ({unit}{'lower' if lower else 'higher'} is better"
+    tested = rows[rows["p"].notna()]
+    if tested.empty:
+        return [f"{heading}): not compared, every model has fewer than two seeds."]
+    untested = len(rows) - len(tested)
+    lines = [f"{heading}; {_basis(tested)}): {int(rows['detected'].sum())} of {len(tested)} "
+             "differences detected"
+             + (f", {untested} pairs not compared (fewer than two seeds)." if untested else ".")]
+    listed = rows
+    if len(rows) > MAX_LISTED:
+        focus = baseline or ranked(table, metric, description.direction)["model"].iloc[0]
+        listed = rows[(rows["A"] == focus) | (rows["B"] == focus)]
+    for row in listed.itertuples():
+        estimate = Estimate(row.difference, row.low, row.high, row.p, row.df)
+        text = verdict(row.A, row.B, estimate, row.p_holm, description.direction,
+                       description.format, description.unit)
+        if estimate.tested:
+            text += f"; p {_p_text(row.p)}, Holm-corrected p {_p_text(row.p_holm)}"
+        lines.append(f"  - {text}.")
+    others = rows.drop(index=listed.index)
+    if len(others):
+        lines.append(f"  - The other {len(others)} comparisons ({int(others['detected'].sum())} "
+                     "detected) are in [tables/comparisons.csv](tables/comparisons.csv).")
+    return lines
+
+
+def _p_text(p: float) -> str:
+    """`= 0.012`, or `< 0.001` below that (the exact values are in comparisons.csv)."""
+    return "< 0.001" if p < 0.001 else f"= {p:.2g}"
+
+
+def _mean_interval(description, row: pd.Series, metric: str) -> str:
     text = description.format(row[f"{metric}_mean"])
-    if not pd.isna(row[f"{metric}_std"]):
-        text += f" ± {description.format(row[f'{metric}_std'])}"
+    if not pd.isna(row[f"{metric}_low"]):
+        text += (f" [{description.format(row[f'{metric}_low'])}, "
+                 f"{description.format(row[f'{metric}_high'])}]")
     return text
 
 
@@ -293,7 +426,7 @@ def _reference_findings(table: pd.DataFrame, dataset_references: dict) -> list[s
             ours = row.iloc[0][column]
             lines.append(
                 f"- `{model}`, {description.label}: ours "
-                f"{_mean_std(description, row.iloc[0], metric)} against "
+                f"{_mean_interval(description, row.iloc[0], metric)} against "
                 f"{description.format(float(published))} published "
                 f"(difference {ours - float(published):+.2f})."
             )
