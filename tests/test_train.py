@@ -155,3 +155,37 @@ def test_the_running_loss_is_reported_during_each_epoch():
     assert len(running) == len(data.train) // 5 // 50  # every 50 batches
     assert all(loss > 0 for loss in running)
     assert abs(running[-1] - rows[0]["train_loss"]) < 0.1 * rows[0]["train_loss"]
+
+
+class ScriptedValidation(Objective):
+    """The ELBO in training; on the validation split a loss set per epoch by `script`, so that
+    the validation objective and the validation ELBO disagree about the best epoch."""
+
+    def __init__(self, script: list[float]):
+        super().__init__("elbo", ElboSettings())
+        self.script, self.epoch = script, 0
+
+    def forward(self, model, x, context=None):
+        terms = super().forward(model, x, context)
+        if model.training:
+            self.epoch = context.step // context.steps_per_epoch + 1
+            return terms
+        return {**terms, "loss": torch.full_like(terms["loss"], self.script[self.epoch - 1])}
+
+
+@pytest.mark.parametrize("select", ["objective", "elbo"])
+def test_the_checkpoint_is_the_best_epoch_of_the_selected_criterion(select):
+    """The objective is best at epoch 2 (loss 1), the ELBO improves every epoch: select =
+    objective keeps epoch 2, select = elbo the ELBO's best."""
+    data = load_dataset("circles", CIRCLES)
+    torch.manual_seed(0)
+    model, _ = zoo.build("mlp-vae", data.image_shape, {"latent_dim": 4, "hidden": [32]})
+    objective = ScriptedValidation([5.0, 1.0, 3.0])
+    result = train(model, objective, data, TrainConfig(epochs=3, batch_size=50, select=select),
+                   seed=0)
+    assert [row["val_objective"] for row in result.history] == [-5.0, -1.0, -3.0]
+    elbo = [row["val_elbo"] for row in result.history]
+    best = 2 if select == "objective" else 1 + elbo.index(max(elbo))
+    assert elbo.index(max(elbo)) != 1, "the two criteria must disagree for this test to bite"
+    assert result.best_epoch == best
+    assert result.best_value == (-1.0 if select == "objective" else max(elbo))
