@@ -20,8 +20,11 @@ Metrics (nats per image unless named otherwise; docs/metrics.md has every defini
   Posterior means of layers above the first are taken at the means of the layers below.
 - reconstruction: `test_mse`, mean squared error per pixel between the test images and the
   decoder mean at their posterior mean.
-- samples (given a `SampleReference`): `fid`, `precision`, `recall`, and the same
-  between held-out real images and the test set (`fid_ref`, `precision_ref`, `recall_ref`).
+- samples (given a `SampleReference`): `fid`, `kid` (with `kid_std`, its spread over
+  subsets), `precision`, `recall` of model samples against the test set; the same for several
+  disjoint draws of held-out real images, averaged over the draws (`fid_ref`, `kid_ref`,
+  `precision_ref`, `recall_ref`) with their standard deviation over draws (`fid_ref_sd`, ...)
+  and the number of draws, `ref_draws` (see `sample_reference`).
 - factors (datasets with true factors): `mig`, `probe_r2_<factor>`, from the posterior means
   of every layer; traversals sweep the top layer.
 """
@@ -38,6 +41,7 @@ import torch
 from torch import Tensor
 
 from vae_zoo.data import ImageData
+from vae_zoo.data.batches import binarize_fixed
 from vae_zoo.metrics.ais import AISConfig, ais_log_likelihood, bdmc, refusal
 from vae_zoo.metrics.factors import linear_probe_r2, mutual_information_gap
 from vae_zoo.metrics.likelihood import (
@@ -47,7 +51,7 @@ from vae_zoo.metrics.likelihood import (
     importance_sampling,
     mean_and_standard_error,
 )
-from vae_zoo.metrics.samples import extract_features, frechet_distance, precision_recall
+from vae_zoo.metrics.samples import extract_features, sample_scores
 from vae_zoo.model import VAE
 from vae_zoo.roles import PRESENTATION, SPEED
 
@@ -308,44 +312,67 @@ def draw_samples(model: VAE, data: ImageData, count: int, generator: torch.Gener
 @dataclass(frozen=True)
 class SampleReference:
     """What the sample metrics compare against, the same for every model of a dataset: the test
-    images' features and the scores of held-out real images (the validation set) against them."""
+    images' features and the scores of held-out real images against them (`sample_reference`)."""
 
     feature_net: torch.nn.Module
     real_features: Tensor  # (count, F)
-    metrics: dict[str, float]  # fid_ref, precision_ref, recall_ref
+    metrics: dict[str, float]  # <name>_ref and <name>_ref_sd of REFERENCE_SCORES, ref_draws
+
+    # The scores averaged over the reference draws.
+    REFERENCE_SCORES = ("fid", "kid", "precision", "recall")
 
     @property
     def count(self) -> int:
         return len(self.real_features)
 
 
-def sample_reference(feature_net: torch.nn.Module, data: ImageData,
-                     config: EvalConfig) -> SampleReference:
-    """Features of the first `fid_samples` test images, and FID, precision and recall of as many
-    held-out real images against them, so the model's numbers have a scale (in 64 dimensions
-    real-against-real precision and recall are well below 1)."""
-    count = min(config.fid_samples, len(data.test), len(data.val))
+def sample_reference(feature_net: torch.nn.Module, data: ImageData, config: EvalConfig,
+                     draws: int = 5) -> SampleReference:
+    """Features of the first `count` test images, and the sample metrics of held-out real
+    images against them, drawn several times, so that a model's numbers have a scale (in 64
+    dimensions real-against-real precision and recall are well below 1) and a spread.
+
+    The held-out images are the validation images followed by the training images (those
+    binarised once, with the training split's seed, where the data are binarised dynamically,
+    as the test images are); draw d is their d-th run of `count` consecutive images, so the
+    draws are disjoint from each other and from the test images, and the first ones are images
+    no model trained on. `count` = min(fid_samples, test images, held-out images // 2) and there
+    are min(`draws`, held-out images // count) >= 2 draws. Metrics: `fid_ref`, `kid_ref`,
+    `precision_ref`, `recall_ref`, the mean over draws of each draw's `fid`, `kid`, `precision`
+    and `recall` (`sample_scores`, its KID subsets seeded with the draw's index);
+    `fid_ref_sd`, `kid_ref_sd`, `precision_ref_sd`, `recall_ref_sd`, their sample standard
+    deviation over draws (divisor draws - 1); `ref_draws`, the number of draws."""
+    held_out = len(data.val) + len(data.train)
+    count = min(config.fid_samples, len(data.test), held_out // 2)
+    draws = min(draws, held_out // count)
     device = feature_device(feature_net)
     real = extract_features(feature_net, data.test.first_images(count).to(device))
-    held_out = extract_features(feature_net, data.val.first_images(count).to(device))
-    precision_ref, recall_ref = precision_recall(real, held_out, k=config.pr_neighbours)
-    return SampleReference(feature_net, real, {
-        "fid_ref": frechet_distance(real, held_out), "precision_ref": precision_ref,
-        "recall_ref": recall_ref})
+    train_pixels = data.train.pixels[:max(0, draws * count - len(data.val))]
+    if data.binarize == "dynamic":
+        train_pixels = binarize_fixed(train_pixels, "train")
+    pixels = torch.cat([data.val.pixels[:draws * count], train_pixels])  # (draws * count, ...)
+    scores = [sample_scores(real, extract_features(feature_net, images.float().div(255).to(
+        device)), k=config.pr_neighbours, seed=draw)
+        for draw, images in enumerate(pixels.split(count))]
+    metrics = {"ref_draws": float(draws)}
+    for name in SampleReference.REFERENCE_SCORES:
+        values = torch.tensor([score[name] for score in scores], dtype=torch.float64)
+        metrics[f"{name}_ref"] = values.mean().item()
+        metrics[f"{name}_ref_sd"] = values.std().item()
+    return SampleReference(feature_net, real, metrics)
 
 
 def sample_metrics(model: VAE, data: ImageData, reference: SampleReference,
                    config: EvalConfig, seed: int) -> dict[str, float]:
-    """FID, precision and recall of model samples against the test set, in the feature space of
-    the dataset's classifier, beside the reference's scores of held-out real images."""
+    """FID, KID (`kid`, `kid_std`), precision and recall of `reference.count` model samples
+    against the test set, in the feature space of the dataset's classifier (`sample_scores`,
+    KID subsets drawn with `seed`), beside the reference's scores of held-out real images."""
     generator = torch.Generator(device=data.device).manual_seed(seed)
     samples = torch.cat([draw_samples(model, data, len(part), generator)
                          for part in torch.arange(reference.count).split(config.batch_size)])
     net = reference.feature_net
     fake = extract_features(net, samples.to(feature_device(net)))
-    real = reference.real_features
-    precision, recall = precision_recall(real, fake, k=config.pr_neighbours)
-    return {"fid": frechet_distance(real, fake), "precision": precision, "recall": recall,
+    return {**sample_scores(reference.real_features, fake, k=config.pr_neighbours, seed=seed),
             **reference.metrics}
 
 
