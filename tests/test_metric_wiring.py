@@ -110,21 +110,25 @@ def test_nll_and_iwae_bounds_are_log_px_of_the_first_test_images_for_every_k():
     test_nll = -mean log p(x) and iwae_k<k> = mean log p(x) over the first `nll_images` *test*
     images, for every k (log-mean-exp of K equal terms; a logsumexp would add log k). The
     validation images are all white, so reading them instead would change every number; the
-    ELBO (KL = 0 here) averages log p(x) over all test images."""
+    ELBO (KL = 0 here) averages log p(x) over the same first images, and every per-image array
+    holds those images' values in order."""
     test_pixels = binary_pixels(40, 0.4, seed=1)
     data = made_data(test_pixels, torch.full((40, *IMAGE), 255, dtype=torch.uint8))
     config = EvalConfig(nll_samples=20, nll_chunk=7, nll_batch_size=16, nll_images=30,
                         iwae_ks=(1, 5, 50))
-    metrics, _ = evaluate(constant_model(), data, config, seed=0, log=quiet,
-                          groups=("elbo", "nll", "iwae"))
+    metrics, arrays = evaluate(constant_model(), data, config, seed=0, log=quiet,
+                               groups=("elbo", "nll", "iwae"))
     log_px = bernoulli_log_px(test_pixels, pixel_logits())
     first = log_px[:30]
+    for name in ("image_elbo", "image_log_px", "image_iwae_k1", "image_iwae_k5",
+                 "image_iwae_k50"):
+        np.testing.assert_allclose(arrays[name], first, rtol=1e-6, err_msg=name)
     assert metrics["test_nll"] == pytest.approx(-first.mean(), abs=1e-4)
     assert metrics["test_nll_se"] == pytest.approx(first.std(ddof=1) / math.sqrt(30), rel=1e-4)
     assert metrics["test_bpd"] == pytest.approx(-first.mean() / (PIXELS * math.log(2)), abs=1e-5)
     for k in (1, 5, 50):
         assert metrics[f"iwae_k{k}"] == pytest.approx(first.mean(), abs=1e-4), k
-    assert metrics["test_elbo"] == pytest.approx(log_px.mean(), abs=1e-4)
+    assert metrics["test_elbo"] == pytest.approx(first.mean(), abs=1e-4)
     assert metrics["test_kl"] == pytest.approx(0.0, abs=1e-6)
 
 
@@ -142,7 +146,7 @@ def test_active_units_threshold_the_variance_of_the_means_not_their_standard_dev
     assert all(math.sqrt(v) > ACTIVE_UNIT_THRESHOLD for v in BELOW[:-1])
     model, _ = zoo.build("mlp-vae", IMAGE, {"latent_dim": 9, "hidden": [4]})
     variance = torch.tensor(BELOW + ABOVE, dtype=torch.float64)
-    assert active_unit_metrics(model, variance) == {"active_units": 3.0}
+    assert active_unit_metrics(model, variance) == {"active_units": 3.0, "latent_dim": 9.0}
 
 
 class ScaledPixelEncoder(nn.Module):
@@ -177,7 +181,8 @@ def test_latent_statistics_and_evaluate_count_units_by_the_variance_of_controlle
 
     statistics = latent_statistics(model, data.test.images, batch_size=32)
     assert statistics["mean_variance"].numpy() == pytest.approx(targets, rel=0.02)
-    assert active_unit_metrics(model, statistics["mean_variance"]) == {"active_units": 3.0}
+    assert active_unit_metrics(model, statistics["mean_variance"]) == {
+        "active_units": 3.0, "latent_dim": float(len(statistics["mean_variance"]))}
     metrics, _ = evaluate(model, data, EvalConfig(batch_size=32), seed=0, log=quiet,
                           groups=("latents",))
     assert metrics["active_units"] == 3.0
@@ -335,11 +340,31 @@ def fraction_inside_by_hand(queries: np.ndarray, centres: np.ndarray, k: int) ->
     return float((distances <= radii).any(1).mean())
 
 
-def test_reference_scores_compare_validation_images_with_the_test_images():
-    """Known answer: fid_ref, precision_ref and recall_ref are those of the first `count`
-    validation images (held out, darker on average) against the first `count` test images, in
-    the feature net's space, computed here with numpy; test images against themselves would give
-    0, 1 and 1."""
+def reference_by_hand(net, test_pixels, held_out_pixels, count, draws, k):
+    """fid, precision and recall of each draw (consecutive runs of `count` held-out images)
+    against the first `count` test images, by hand: mean and sample sd over draws."""
+    weight, bias = net[1].weight.detach().double().numpy(), net[1].bias.detach().double().numpy()
+
+    def features(pixels):
+        return (pixels.numpy().reshape(len(pixels), -1) / 255.0) @ weight.T + bias
+
+    real = features(test_pixels[:count])
+    scores = {"fid": [], "precision": [], "recall": []}
+    for draw in range(draws):
+        held_out = features(held_out_pixels[draw * count:(draw + 1) * count])
+        scores["fid"].append(frechet_by_hand(real, held_out))
+        scores["precision"].append(fraction_inside_by_hand(held_out, real, k))
+        scores["recall"].append(fraction_inside_by_hand(real, held_out, k))
+    return real, {name: (np.mean(values), np.std(values, ddof=1))
+                  for name, values in scores.items()}
+
+
+def test_reference_scores_compare_disjoint_held_out_draws_with_the_test_images():
+    """Known answer: fid_ref, precision_ref and recall_ref are the means (and *_ref_sd the sample
+    sds) over draws of `count` held-out images — the validation images, then the training images
+    — against the first `count` test images, in the feature net's space, computed here with
+    numpy; test images against themselves would give 0, 1 and 1. 60 validation + 60 training
+    images hold two draws of 50: the second is validation images 50..59 and training 0..39."""
     rng = np.random.default_rng(12)
     test_pixels = torch.from_numpy(rng.integers(60, 256, (70, *IMAGE), dtype=np.uint8))
     val_pixels = torch.from_numpy(rng.integers(0, 200, (60, *IMAGE), dtype=np.uint8))
@@ -348,34 +373,28 @@ def test_reference_scores_compare_validation_images_with_the_test_images():
     net = nn.Sequential(nn.Flatten(), nn.Linear(PIXELS, 3))
     with torch.no_grad():
         net[1].weight.mul_(4)  # features spread enough that the sets' distance is clear
-    config = EvalConfig(fid_samples=50, pr_neighbours=3)
-    reference = sample_reference(net, data, config)
-
-    weight, bias = net[1].weight.detach().double().numpy(), net[1].bias.detach().double().numpy()
-
-    def features(pixels):
-        return (pixels[:50].numpy().reshape(50, -1) / 255.0) @ weight.T + bias
-
-    real, held_out = features(test_pixels), features(val_pixels)
-    assert reference.count == 50
+    reference = sample_reference(net, data, EvalConfig(fid_samples=50, pr_neighbours=3))
+    held_out = torch.cat([val_pixels, data.train.pixels])
+    real, expected = reference_by_hand(net, test_pixels, held_out, 50, 2, 3)
+    assert reference.count == 50 and reference.metrics["ref_draws"] == 2
     np.testing.assert_allclose(reference.real_features.double().numpy(), real, atol=1e-5)
-    assert reference.metrics["fid_ref"] == pytest.approx(frechet_by_hand(real, held_out),
-                                                         rel=1e-4)
+    for name, (mean, sd) in expected.items():
+        assert reference.metrics[f"{name}_ref"] == pytest.approx(mean, rel=1e-4, abs=1e-12)
+        assert reference.metrics[f"{name}_ref_sd"] == pytest.approx(sd, rel=1e-3, abs=1e-9)
     assert reference.metrics["fid_ref"] > 0.1
-    assert reference.metrics["precision_ref"] == fraction_inside_by_hand(held_out, real, 3)
-    assert reference.metrics["recall_ref"] == fraction_inside_by_hand(real, held_out, 3)
 
 
 # --- what evaluate passes on: groups, estimator settings, the sample stream ------------------
 
 
 def test_evaluate_computes_only_the_metric_groups_it_is_asked_for():
-    """`groups=("elbo",)` gives the three ELBO terms and the time, nothing else."""
+    """`groups=("elbo",)` gives the three ELBO terms (and their per-image values) and the
+    time, nothing else."""
     data = made_data(binary_pixels(20, 0.5, seed=1), binary_pixels(20, 0.5, seed=2))
     metrics, arrays = evaluate(constant_model(), data, EvalConfig(), seed=0, log=quiet,
                                groups=("elbo",))
     assert set(metrics) == {"test_elbo", "test_recon", "test_kl", "eval_seconds"}
-    assert arrays == {}
+    assert set(arrays) == {"image_elbo", "image_recon", "image_kl"}
 
 
 def test_evaluate_passes_its_settings_to_the_estimators(monkeypatch):
@@ -392,6 +411,7 @@ def test_evaluate_passes_its_settings_to_the_estimators(monkeypatch):
             return function(*args)
         monkeypatch.setattr(evaluation, name, recorded)
 
+    spy("importance_sampling", evaluation.importance_sampling)
     spy("importance_sampled_log_likelihood", evaluation.importance_sampled_log_likelihood)
     spy("elbo_terms", evaluation.elbo_terms)
     data = made_data(binary_pixels(20, 0.5, seed=1), binary_pixels(20, 0.5, seed=2))
@@ -399,7 +419,7 @@ def test_evaluate_passes_its_settings_to_the_estimators(monkeypatch):
                         batch_size=6)
     evaluate(constant_model(), data, config, seed=0, log=quiet, groups=("elbo", "nll", "iwae"))
     assert calls == [("elbo_terms", (6,)),
-                     ("importance_sampled_log_likelihood", (7, 3, 2)),
+                     ("importance_sampling", (7, 3, 2)),
                      ("importance_sampled_log_likelihood", (1, 3, 1)),
                      ("importance_sampled_log_likelihood", (4, 3, 2))]
 
@@ -423,10 +443,13 @@ def test_factor_metrics_on_their_own_read_the_same_posterior_means():
         assert alone[name] == everything[name]
 
 
-@pytest.mark.parametrize("test_count, val_count", [(40, 60), (70, 45)])
-def test_the_reference_compares_as_many_validation_as_test_images(test_count, val_count):
-    """fid_samples = 50 capped by the smaller split: both sets have min(50, test, val) images,
-    and the scores use `pr_neighbours` (1 here, not the default 3)."""
+@pytest.mark.parametrize("test_count, val_count, count, draws",
+                         [(40, 60, 40, 3), (70, 45, 45, 2)])
+def test_the_reference_draws_as_many_held_out_as_test_images(test_count, val_count, count,
+                                                              draws):
+    """fid_samples = 50 capped by the test split and by half the held-out images (validation +
+    training, 2 × val_count here): `count` images per draw, as many disjoint draws as fit (at
+    most 5), and the scores use `pr_neighbours` (1 here, not the default 3)."""
     rng = np.random.default_rng(5)
     test_pixels = torch.from_numpy(rng.integers(60, 256, (test_count, *IMAGE), dtype=np.uint8))
     val_pixels = torch.from_numpy(rng.integers(0, 200, (val_count, *IMAGE), dtype=np.uint8))
@@ -434,18 +457,11 @@ def test_the_reference_compares_as_many_validation_as_test_images(test_count, va
     torch.manual_seed(13)
     net = nn.Sequential(nn.Flatten(), nn.Linear(PIXELS, 3))
     reference = sample_reference(net, data, EvalConfig(fid_samples=50, pr_neighbours=1))
-    count = min(50, test_count, val_count)
-    weight, bias = net[1].weight.detach().double().numpy(), net[1].bias.detach().double().numpy()
-
-    def features(pixels):
-        return (pixels[:count].numpy().reshape(count, -1) / 255.0) @ weight.T + bias
-
-    real, held_out = features(test_pixels), features(val_pixels)
-    assert reference.count == count
-    assert reference.metrics["fid_ref"] == pytest.approx(frechet_by_hand(real, held_out),
-                                                         rel=1e-4)
-    assert reference.metrics["precision_ref"] == fraction_inside_by_hand(held_out, real, 1)
-    assert reference.metrics["recall_ref"] == fraction_inside_by_hand(real, held_out, 1)
+    held_out = torch.cat([val_pixels, data.train.pixels])
+    _, expected = reference_by_hand(net, test_pixels, held_out, count, draws, 1)
+    assert reference.count == count and reference.metrics["ref_draws"] == draws
+    for name, (mean, _) in expected.items():
+        assert reference.metrics[f"{name}_ref"] == pytest.approx(mean, rel=1e-4, abs=1e-12)
 
 
 def test_sample_metrics_score_the_drawn_samples_and_repeat_with_the_seed(monkeypatch):
