@@ -124,6 +124,12 @@ METRICS: dict[str, Metric] = {
     "peak_memory_mb": Metric("peak memory", "MB", None, 0, "cost"),
     "latent_dim": Metric("latent units", None, None, 0, "context"),  # in `active units` cells
     "fid_ref_sd": Metric("FID held-out vs test, sd over draws", None, None, 2, "context"),
+    "kid_ref_sd": Metric("KID held-out vs test, sd over draws", None, None, 4, "diagnostic"),
+    "precision_ref_sd": Metric("precision held-out vs test, sd over draws", None, None, 3,
+                               "diagnostic"),
+    "recall_ref_sd": Metric("recall held-out vs test, sd over draws", None, None, 3,
+                            "diagnostic"),
+    "ref_draws": Metric("reference draws", None, None, 0, "diagnostic"),
     "converged": Metric("converged", None, None, 0, "context"),  # the † mark
     "stopped_early": Metric("stopped early", None, None, 0, "context"),
 }
