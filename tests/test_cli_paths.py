@@ -25,6 +25,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -628,14 +629,17 @@ def test_ctrl_c_on_a_running_vae_zoo_process_exits_130_leaving_only_complete_run
 # --- nll_images ----------------------------------------------------------------------------------
 
 
-def importance_sampled_log_px(model, images: torch.Tensor, k: int) -> torch.Tensor:
+def importance_sampled_log_px(model, images: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
     """log p(x) per image by importance sampling with K = k draws from q(z|x), written out:
-    z = μ + σ·ε with ε drawn from the global stream as (k, N, d), N(0, I) prior, Bernoulli
-    pixels; log mean_k p(x, z_k) / q(z_k|x)."""
+    z = μ + σ·ε with ε drawn from the global stream as (k_i, N, d) in the estimator's pieces
+    (chunks of `chunk`, cut at ⌈k/10⌉), N(0, I) prior, Bernoulli pixels;
+    log mean_k p(x, z_k) / q(z_k|x)."""
+    bounds = sorted({*range(0, k, chunk), -(-k // 10), k})
     with torch.no_grad():
         mean, log_var = model.encoder(images)
         std = torch.exp(0.5 * log_var)
-        noise = torch.randn(k, *mean.shape)
+        noise = torch.cat([torch.randn(stop - start, *mean.shape)
+                           for start, stop in zip(bounds[:-1], bounds[1:])])
         z = mean + noise * std
         log_q = (-0.5 * noise.pow(2) - torch.log(std) - 0.5 * math.log(2 * math.pi)).sum(-1)
         log_prior = (-0.5 * z.pow(2) - 0.5 * math.log(2 * math.pi)).sum(-1)
@@ -650,7 +654,7 @@ def test_nll_images_evaluates_test_nll_and_iwae_bounds_on_the_first_n_test_image
     """`[eval] nll_images = 5` changes only the evaluation: `vae-zoo evaluate` re-evaluates the
     trained cells without training. test_nll (K = 20), its standard error and iwae_k1, iwae_k5
     are then the importance-sampled estimates on the first 5 test images, computed here by hand
-    from the same seeded draws; test_elbo still covers every test image."""
+    from the same seeded draws; test_elbo moves to the same 5 images."""
     suite, results = results_copy
     changed = tmp_path / "changed" / "tiny.toml"
     changed.parent.mkdir()
@@ -666,18 +670,24 @@ def test_nll_images_evaluates_test_nll_and_iwae_bounds_on_the_first_n_test_image
         run = vae_zoo.load(run_dir, device="cpu")
         metrics, seed = run.metrics, run.config["seed"]
         images = run.dataset().test.images
+        chunk = run.config["eval"]["nll_chunk"]
         torch.manual_seed(seed)  # the "nll" group's stream
-        first = importance_sampled_log_px(run.model, images[:5], 20)
+        first = importance_sampled_log_px(run.model, images[:5], 20, chunk)
         assert metrics["test_nll"] == pytest.approx(-first.mean().item(), abs=1e-4)
         assert metrics["test_nll_se"] == pytest.approx(first.std().item() / math.sqrt(5),
                                                        rel=1e-3)
         torch.manual_seed(seed)  # the "iwae" group's stream: k = 1, then k = 5
-        iwae_k1 = importance_sampled_log_px(run.model, images[:5], 1).mean().item()
-        iwae_k5 = importance_sampled_log_px(run.model, images[:5], 5).mean().item()
+        iwae_k1 = importance_sampled_log_px(run.model, images[:5], 1, chunk).mean().item()
+        iwae_k5 = importance_sampled_log_px(run.model, images[:5], 5, chunk).mean().item()
         assert metrics["iwae_k1"] == pytest.approx(iwae_k1, abs=1e-4)
         assert metrics["iwae_k5"] == pytest.approx(iwae_k5, abs=1e-4)
         # The same estimate on every test image is another number: the check above can fail.
         torch.manual_seed(seed)
-        every = -importance_sampled_log_px(run.model, images, 20).mean().item()
+        every = -importance_sampled_log_px(run.model, images, 20, chunk).mean().item()
         assert abs(every - metrics["test_nll"]) > 100 * 1e-4
-        assert metrics["test_elbo"] == before[run_dir.name]["metrics"]["test_elbo"]
+        # The ELBO moved to the same five images, kept per image like the NLL.
+        arrays = np.load(run_dir / "arrays.npz")
+        assert arrays["image_elbo"].shape == arrays["image_log_px"].shape == (5,)
+        assert metrics["test_elbo"] == pytest.approx(
+            arrays["image_elbo"].astype(np.float64).mean(), abs=1e-4)
+        assert metrics["test_elbo"] != before[run_dir.name]["metrics"]["test_elbo"]
