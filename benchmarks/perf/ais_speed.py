@@ -21,28 +21,13 @@ import time
 
 import torch
 
+# The benchmark scripts' shared data: run as a script, this directory is on sys.path.
+from throughput import fashion_mnist_sized
+
 from vae_zoo import zoo
-from vae_zoo.data import ImageData, Split, load_dataset
-from vae_zoo.data.batches import make_splits
-from vae_zoo.errors import UserError
 from vae_zoo.metrics.ais import AISConfig, ais_log_likelihood
 from vae_zoo.metrics.likelihood import importance_sampled_log_likelihood, mean_and_standard_error
 from vae_zoo.train import TrainConfig, train
-
-
-def fashion_mnist() -> ImageData:
-    """Fashion-MNIST when it is available offline, else random images of the same size."""
-    try:
-        return load_dataset("fashion-mnist", {"download": False})
-    except UserError:
-        print("Fashion-MNIST not found: using random 28x28 images of the same count")
-        generator = torch.Generator().manual_seed(0)
-        train_images = torch.randint(0, 256, (60000, 1, 28, 28), generator=generator,
-                                     dtype=torch.uint8)
-        test_images = torch.randint(0, 256, (10000, 1, 28, 28), generator=generator,
-                                    dtype=torch.uint8)
-        return make_splits("random", Split(train_images), Split(test_images), val_size=10000,
-                           binarize="dynamic")
 
 
 def main() -> None:
@@ -55,7 +40,7 @@ def main() -> None:
     parser.add_argument("--is-samples", type=int, default=1000)
     args = parser.parse_args()
 
-    data = fashion_mnist()
+    data = fashion_mnist_sized()
     torch.manual_seed(0)
     model, objective = zoo.build("mlp-vae", data.image_shape)
     if args.epochs:
