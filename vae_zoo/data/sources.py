@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import math
 import os
+import pickle
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +112,10 @@ IDX_FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 TORCHVISION_CLASS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+IDX_CLASSES = 10  # labels 0..9
+# The type byte of an IDX magic number; these datasets store unsigned bytes only.
+IDX_TYPES = {0x08: "unsigned byte", 0x09: "signed byte", 0x0B: "short", 0x0C: "int",
+             0x0D: "float", 0x0E: "double"}
 
 
 def data_root() -> Path:
@@ -129,25 +136,95 @@ def idx_search_dirs(name: str) -> list[Path]:
     ]
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Parse one IDX file (raw or gzip): a magic number giving the rank, the sizes, then uint8."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as stream:
-        content = stream.read()
-    rank = content[3]
-    shape = tuple(int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big") for i in range(rank))
-    return np.frombuffer(content, dtype=np.uint8, offset=4 + 4 * rank).reshape(shape)
+def how_to_replace(path: Path) -> str:
+    """How to get a good copy of a bad data file (or folder), from where it lies."""
+    if path.is_relative_to(data_root()):
+        return "delete it and run again to download it again (or copy a good copy there)"
+    if path.is_relative_to("/usr/share/datasets"):
+        return "reinstall the package: apt-get install --reinstall dataset-fashion-mnist"
+    return "replace it with a good copy"
+
+
+def read_idx(path: Path, rank: int | None = None) -> np.ndarray:
+    """Parse one IDX file of unsigned bytes (gzip-compressed when its name ends in .gz): the magic
+    number 00 00 08 <rank>, `rank` big-endian uint32 sizes, then exactly their product in bytes.
+
+    `rank`, when given, is the one the file must have (3 for images, 1 for labels). A file that
+    cannot be read, or is not such a file, raises a UserError naming it and how to fix it.
+    """
+
+    def refuse(problem: str) -> UserError:
+        return UserError(f"{path}: {problem}; {how_to_replace(path)}")
+
+    try:
+        content = path.read_bytes()
+    except OSError as error:
+        raise refuse(f"cannot be read ({error.strerror or error})") from error
+    if path.suffix == ".gz":
+        try:
+            content = gzip.decompress(content)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+            raise refuse(f"is not a valid gzip file ({error})") from error
+    if not content:
+        raise refuse("is empty (0 bytes)")
+    if len(content) < 4:
+        raise refuse(f"truncated header: {len(content)} bytes, the magic number alone takes 4")
+    if content[:2] != b"\0\0":
+        raise refuse(f"not an IDX file: its magic number starts with {content[:2].hex(' ')} "
+                     "instead of 00 00")
+    type_code, found_rank = content[2], content[3]
+    if type_code != 0x08:
+        found_type = IDX_TYPES.get(type_code, "unknown")
+        raise refuse(f"IDX data type 0x{type_code:02X} ({found_type}), expected 0x08 "
+                     "(unsigned byte)")
+    if rank is not None and found_rank != rank:
+        raise refuse(f"IDX rank {found_rank}, expected {rank}")
+    header_size = 4 + 4 * found_rank
+    if len(content) < header_size:
+        raise refuse(f"truncated header: {len(content)} bytes, a rank-{found_rank} header takes "
+                     f"{header_size}")
+    shape = tuple(int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big") for i in range(found_rank))
+    expected, found = math.prod(shape), len(content) - header_size
+    if found != expected:
+        problem = "truncated" if found < expected else "trailing bytes after the data"
+        raise refuse(f"{problem}: its header gives the shape {shape}, so {expected} bytes of data "
+                     f"are expected, found {found}")
+    return np.frombuffer(content, dtype=np.uint8, offset=header_size).reshape(shape)
 
 
 def find_idx_files(folder: Path) -> dict[str, Path] | None:
     found = {}
     for key, stem in IDX_FILES.items():
         candidates = [folder / stem, folder / f"{stem}.gz"]
-        existing = [path for path in candidates if path.is_file()]
+        # exists(), not is_file(): a directory or unreadable entry under a file's name is found,
+        # and refused by `read_idx` with its reason, instead of silently searching on.
+        existing = [path for path in candidates if path.exists()]
         if not existing:
             return None
         found[key] = existing[0]
     return found
+
+
+def check_idx_set(arrays: dict[str, np.ndarray], files: dict[str, Path]) -> None:
+    """Refuse four IDX files (`IDX_FILES` keys) that do not belong together: each labels file
+    has one label in 0..9 per image, and train and test images have the same height and width."""
+    for part in ("train", "test"):
+        images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
+        images_file, labels_file = files[f"{part}_images"], files[f"{part}_labels"]
+        if len(labels) != len(images):
+            raise UserError(
+                f"{labels_file}: label count does not match the image count: {len(labels)} labels "
+                f"in it, {len(images)} images in {images_file}; {how_to_replace(labels_file)}")
+        if len(labels) and labels.max() >= IDX_CLASSES:
+            raise UserError(
+                f"{labels_file}: label {labels.max()} out of range 0..{IDX_CLASSES - 1} "
+                f"({IDX_CLASSES} classes); {how_to_replace(labels_file)}")
+    train_size, test_size = arrays["train_images"].shape[1:], arrays["test_images"].shape[1:]
+    if train_size != test_size:
+        raise UserError(
+            f"{files['test_images']}: image size {test_size[0]}x{test_size[1]} differs from the "
+            f"{train_size[0]}x{train_size[1]} of {files['train_images']}; train and test images "
+            f"must have one size; {how_to_replace(files['test_images'])}")
 
 
 def idx_dataset(name: str, download: bool) -> Source:
@@ -156,7 +233,10 @@ def idx_dataset(name: str, download: bool) -> Source:
     for folder in idx_search_dirs(name):
         files = find_idx_files(folder)
         if files is not None:
-            arrays = {key: read_idx(path) for key, path in files.items()}
+            # (n, height, width) images, (n,) labels
+            arrays = {key: read_idx(path, rank=3 if key.endswith("images") else 1)
+                      for key, path in files.items()}
+            check_idx_set(arrays, files)
             break
     if arrays is None and not download:
         raise dataset_not_found(name, "downloading is off (download = false)")
@@ -179,20 +259,32 @@ def idx_dataset(name: str, download: bool) -> Source:
         test_images=images("test_images"),
         train_labels=labels("train_labels"),
         test_labels=labels("test_labels"),
-        num_classes=10,
+        num_classes=IDX_CLASSES,
     )
 
 
 def download_with_torchvision(name: str) -> dict[str, np.ndarray]:
     """Let torchvision fetch the files into `data_root()`; raises OSError or RuntimeError when
-    that fails (e.g. offline). torchvision's own progress lines go to stderr, so a failure
-    leaves one message (the caller's)."""
+    that fails (e.g. offline), UserError when the files it found already there are corrupt.
+    torchvision's own progress lines go to stderr, so a failure leaves one message (the caller's).
+    """
     import torchvision
 
     dataset_class = getattr(torchvision.datasets, TORCHVISION_CLASS[name])
-    with contextlib.redirect_stdout(sys.stderr):
-        train = dataset_class(str(data_root()), train=True, download=True)
-        test = dataset_class(str(data_root()), train=False, download=True)
+    # torchvision reads without downloading the .pt files its versions before 0.9 saved, when both
+    # are there (its raw IDX files, when all four are there, went through `read_idx` already).
+    processed = data_root() / TORCHVISION_CLASS[name] / "processed"
+    found = all((processed / file).is_file() for file in ("training.pt", "test.pt"))
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            train = dataset_class(str(data_root()), train=True, download=True)
+            test = dataset_class(str(data_root()), train=False, download=True)
+    except (ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        if not found:
+            raise
+        # Named by its type only: torch.load's own message is advice about weights_only.
+        raise UserError(f"{processed}: torchvision cannot read training.pt and test.pt found "
+                        f"there ({type(error).__name__}); {how_to_replace(processed)}") from error
     return {
         "train_images": train.data.numpy(),
         "train_labels": train.targets.numpy(),
