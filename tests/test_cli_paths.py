@@ -240,6 +240,7 @@ def test_sync_runs_wandb_sync_on_every_offline_run_of_the_suite(offline_results,
         return real_popen([*command[:at], "--dry-run", *command[at:]], **options)
 
     monkeypatch.setattr(tracking.subprocess, "Popen", dry_run)
+    monkeypatch.setattr(tracking, "server_problem", lambda: None)  # offline: wandb's dry run
     assert main(["sync", str(suite), "--results-dir", str(results)]) == 0
     (command,) = commands
     offline_runs = sorted(str(p) for p in (results / SUITE / "wandb").glob("offline-run-*"))
@@ -269,6 +270,7 @@ def test_sync_that_cannot_reach_the_server_exits_with_wandbs_status_and_its_erro
               b"wandb: done.\n")
     monkeypatch.setattr(tracking.subprocess, "Popen",
                         lambda command, stdout, **_: ExitedProcess(1, output, stdout))
+    monkeypatch.setattr(tracking, "server_problem", lambda: None)
     assert main(["sync", str(suite), "--results-dir", str(results)]) == 1
     captured = capsys.readouterr()
     assert captured.err.splitlines() == [

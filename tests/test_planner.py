@@ -170,8 +170,10 @@ def test_a_swept_hyperparameter_is_a_summary_column(tiny_suite, tmp_path):
         "circles-mlp-vae_beta=1.0-s0", "circles-mlp-vae_beta=2.0-s0", "circles-iwae-s0"}
 
 
-def test_an_unreadable_checkpoint_is_trained_again_by_run_and_left_alone_by_evaluate(
+def test_a_truncated_checkpoint_is_quarantined_by_evaluate_and_its_cell_trained_again_by_run(
         tiny_suite, tmp_path, capsys):
+    """The checksums in metrics.json catch a truncated checkpoint: `evaluate` moves the run,
+    as it was, to corrupt/ and does not train it; `run` trains the cell again."""
     assert run(tiny_suite, tmp_path) == 0
     first = runs(tmp_path)[0]
     checkpoint = first / "checkpoint.safetensors"
@@ -179,14 +181,20 @@ def test_an_unreadable_checkpoint_is_trained_again_by_run_and_left_alone_by_eval
     edit(tiny_suite, "nll_samples = 20", "nll_samples = 25")
     capsys.readouterr()
     assert cli("evaluate", str(tiny_suite), "--results-dir", str(tmp_path), "--wandb",
-               "disabled") == 1
-    output = capsys.readouterr().out
-    assert f"FAILED {first.name}: its checkpoint cannot be read" in output
-    assert checkpoint.stat().st_size == 100  # evaluate never trains nor rewrites it
+               "disabled") == 0
+    captured = capsys.readouterr()
+    assert (f"moved the corrupt run {first.name} to {tmp_path / 'tiny' / 'corrupt'}/ "
+            "(checkpoint.safetensors differs from the checksum in metrics.json") in captured.err
+    assert f"not evaluated {first.name}: new cell" in captured.out
+    (quarantined,) = (tmp_path / "tiny" / "corrupt").iterdir()
+    assert (quarantined / "checkpoint.safetensors").stat().st_size == 100  # kept as it was
+    assert json.loads((quarantined / "quarantined.json").read_text())["why"].startswith(
+        "checkpoint.safetensors differs")
+    assert cli("plan", str(tiny_suite), "--results-dir", str(tmp_path)) == 0
+    assert f"quarantined  {first.name}  in {quarantined}" in capsys.readouterr().out
     assert run(tiny_suite, tmp_path) == 0
-    output = capsys.readouterr().out
-    assert "its checkpoint cannot be read" in output and output.count("trained 2 epochs") == 1
-    assert checkpoint.stat().st_size > 100
+    assert capsys.readouterr().out.count("trained 2 epochs") == 1
+    assert (first / "checkpoint.safetensors").stat().st_size > 100
 
 
 def test_a_failed_recomputation_leaves_the_finished_evaluation_as_it_was(

@@ -552,3 +552,22 @@ def test_metric_families_have_names_and_a_place_in_the_tables():
     names = ["fid", "active_units_z2", "active_units", "active_units_z1", "test_nll", "zeta"]
     assert sorted(names, key=metric_sort_key) == [
         "test_nll", "active_units", "active_units_z1", "active_units_z2", "fid", "zeta"]
+
+
+def test_a_model_with_a_run_that_did_not_learn_is_marked_in_its_tables(tmp_path):
+    """`learned` = 0 (a run that never beat its untrained model): § after the model's name and a
+    note saying what it means, in the metrics and diagnostics tables, not in the cost one."""
+    results_dir = make_results(tmp_path, datasets=("digits",), models=MODELS[:2],
+                               with_failed=False)
+    for run_dir in sorted((results_dir / "runs").iterdir()):
+        learned = 0.0 if run_dir.name.startswith(f"digits-{MODELS[1]}-s0") else 1.0
+        _edit_json(run_dir / "metrics.json",
+                   lambda r, value=learned: r["metrics"].update(learned=value))
+    results = load_results(results_dir)
+    metrics = make_table(results, "digits", "metrics")
+    rows = [line for line in metrics.markdown.splitlines() if line.startswith("|")][2:]
+    assert [row.split("|")[1].strip() for row in rows] == [MODELS[0], f"{MODELS[1]} §"]
+    assert any(note.startswith(f"§ Runs that did not learn: `{MODELS[1]}` 1 of 3")
+               for note in metrics.notes)
+    assert "\\S{}" in metrics.latex
+    assert "§" not in make_table(results, "digits", "cost").markdown

@@ -259,9 +259,24 @@ def test_sync_without_an_api_key_fails_at_once_with_a_clear_message(offline_run,
     assert "needs an API key" in capsys.readouterr().err
 
 
-def test_sync_never_hangs_on_a_server_that_does_not_answer(offline_run, monkeypatch, capsys):
+def test_sync_to_an_unreachable_server_fails_within_seconds_saying_the_runs_stay(
+        offline_run, monkeypatch, capsys):
     monkeypatch.setenv("WANDB_BASE_URL", CLOSED_PORT_URL)
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    began = time.monotonic()
+    assert sync_offline_runs(offline_run) == 1
+    assert time.monotonic() - began < 15
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: the W&B server 127.0.0.1:9 cannot be reached (")
+    assert f"stay in {offline_run}" in line
+
+
+def test_sync_never_hangs_on_a_server_that_does_not_answer(offline_run, monkeypatch, capsys):
+    """A server that accepts connections but `wandb sync` cannot finish with (here: one that
+    refuses them, with the reachability check passed) is given up after `timeout_s`."""
+    monkeypatch.setenv("WANDB_BASE_URL", CLOSED_PORT_URL)
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.setattr(tracking, "server_problem", lambda: None)
     began = time.monotonic()
     assert sync_offline_runs(offline_run, timeout_s=3) != 0
     assert time.monotonic() - began < 10

@@ -7,24 +7,41 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 import sys
+import threading
 from pathlib import Path
 
-from vae_zoo.errors import UserError
+from vae_zoo.errors import UserError, storage_error
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, interrupt) if in_main_thread else None
     try:
         return args.handler(args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # storage the commands could not use: a user's problem to fix
+        print(f"error: {storage_error(error.filename or '?', error, doing='use')}",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: finished runs are kept; unfinished cells rerun next time.",
               file=sys.stderr)
         return 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def interrupt(signum, frame) -> None:
+    """SIGTERM (e.g. from `kill` or a scheduler) stops a command as Ctrl-C does."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough while it stops
+    raise KeyboardInterrupt
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -227,6 +244,8 @@ def print_plan(suite, results_dir: Path, device: str, *, force: bool = False) ->
     for row in plan.stale:
         print(f"{'stale':<12} {row['run_id']}  eval {row['eval_id'] or '-'}  "
               f"({row['stale']}: {row['reason']})")
+    for note in store.quarantined():
+        print(f"{'quarantined':<12} {note['run_id']}  in {note['folder']}  ({note['why']})")
     print(plan.headline())
     return 0
 

@@ -33,6 +33,9 @@ from vae_zoo.roles import STORAGE
 
 LR_SCHEDULES = ("constant", "iwae-paper")
 SELECTIONS = ("objective", "elbo", "last")
+# A run whose selection criterion never gets 1 % better than the untrained model's did not learn
+# (e.g. a learning rate far too small): its metrics say so (`learned` = 0).
+LEARNED_MARGIN = 0.01
 RUNNING_LOSS_EVERY = 50  # batches between progress-bar updates of the running loss
 
 
@@ -72,6 +75,9 @@ class TrainResult:
     train_images: int = 0
     stopped_early: bool = False
     converged: bool = False
+    criterion: str = "val_objective"  # the history column epochs are selected by
+    # That criterion for the untrained model: a run that never beats it did not learn.
+    initial_value: float = -float("inf")
 
     @property
     def epochs_trained(self) -> int:
@@ -80,6 +86,14 @@ class TrainResult:
     @property
     def images_per_second(self) -> float:
         return self.train_images / self.train_seconds if self.train_seconds else 0.0
+
+    @property
+    def learned(self) -> bool:
+        """Whether some epoch's criterion beat the untrained model's by `LEARNED_MARGIN` of its
+        magnitude: more than the noise of its Monte Carlo estimate, far less than what any
+        training that works gains."""
+        margin = LEARNED_MARGIN * abs(self.initial_value)
+        return any(row[self.criterion] > self.initial_value + margin for row in self.history)
 
 
 def criterion_column(select: str) -> str:
@@ -107,6 +121,19 @@ def validation_objective(model: VAE, objective: Objective, images: torch.Tensor,
         for batch in images.split(batch_size):
             total += objective(model, batch, context)["loss"].double().sum().item()
         return -total / len(images)
+
+
+def initial_criterion(model: VAE, objective: Objective, images: torch.Tensor,
+                      config: TrainConfig, context: TrainingContext) -> float:
+    """The selection criterion of the model as built, measured with its own copy of the random
+    streams: the training that follows draws exactly what it would without this measurement."""
+    device = images.device
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        model.eval()
+        if criterion_column(config.select) == "val_elbo":
+            return elbo_terms(model, images, config.eval_batch_size)["elbo"].mean().item()
+        return validation_objective(model, objective, images, config.eval_batch_size, context)
 
 
 def backward(model: VAE, terms: dict) -> None:
@@ -163,6 +190,9 @@ def train(
     result = TrainResult()
     best_state = copy.deepcopy(model.state_dict())
     val_images = data.val.images  # converted from uint8 once, not every epoch
+    result.criterion = criterion
+    result.initial_value = initial_criterion(model, objective, val_images, config,
+                                             final_context)
     for epoch in range(1, config.epochs + 1):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(config, epoch)

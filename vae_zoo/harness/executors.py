@@ -6,15 +6,23 @@ Local workers and SLURM jobs go through the same submitit interface (`map_array`
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vae_zoo.errors import UserError
+from vae_zoo.errors import StorageError, UserError
 
 EXECUTORS = ("local", "slurm")
+UNSAVED = "unsaved"  # an outcome whose results could not be written (its reason says why)
+STOP_SECONDS = 60.0  # how long stopped local workers get to leave before they are killed
+
+
+class WorkerStopped(BaseException):
+    """SIGTERM (or SIGINT) reached a worker: it stops after the cells it finished."""
 
 
 @dataclass(frozen=True)
@@ -54,14 +62,37 @@ def worker_threads(jobs: int) -> int:
 
 
 def run_cell_group(tasks: Sequence, threads: int | None) -> list[dict]:
-    """Run cells one after another in this (worker) process; the body of every submitted job."""
+    """Run cells one after another in this (worker) process; the body of every submitted job.
+
+    SIGTERM or SIGINT stops it quietly: the cell in progress leaves nothing behind (its staging
+    folder is removed) and the outcomes of the finished ones are returned. A cell whose results
+    cannot be written stops it too, with an `UNSAVED` outcome saying why.
+    """
     import torch
 
     from vae_zoo.harness.runner import run_cell
 
     if threads:
         torch.set_num_threads(threads)
-    return [run_cell(task, progress_position=None) for task in tasks]
+
+    def stop(signum, frame) -> None:
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, signal.SIG_IGN)  # one stop is enough
+        raise WorkerStopped(signal.Signals(signum).name)
+
+    previous = {number: signal.signal(number, stop) for number in (signal.SIGTERM, signal.SIGINT)}
+    outcomes = []
+    try:
+        for task in tasks:
+            outcomes.append(run_cell(task, progress_position=None))
+    except WorkerStopped:
+        pass
+    except StorageError as error:
+        outcomes.append({"run_id": task.run_id, "status": UNSAVED, "reason": str(error)})
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    return outcomes
 
 
 def make_submitit_executor(kind: str, folder: Path, *, jobs: int = 1,
@@ -88,8 +119,45 @@ def make_submitit_executor(kind: str, folder: Path, *, jobs: int = 1,
 
 
 def submit_groups(executor, groups: list[list], threads: int | None) -> list:
-    """One job per group of cells (a SLURM job array, or local worker processes)."""
-    return executor.map_array(run_cell_group, groups, [threads] * len(groups))
+    """One job per group of cells (a SLURM job array, or local worker processes).
+
+    Local workers start with SIGINT ignored (a disposition that processes inherit), so that a
+    Ctrl-C to the terminal's process group reaches this process only, which stops them
+    (`stop_jobs`) instead of each printing its own KeyboardInterrupt traceback.
+    """
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return executor.map_array(run_cell_group, groups, [threads] * len(groups))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def stop_jobs(jobs: list, patience: float = STOP_SECONDS) -> None:
+    """Stop local jobs: SIGTERM to each job's controller, which passes it to its worker; a
+    worker that has not left after `patience` seconds is killed with its controller."""
+    for job in jobs:
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(job.job_id), signal.SIGTERM)  # a local job's id is its controller's pid
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline and not all(job.done() for job in jobs):
+        time.sleep(0.2)
+    for job in jobs:
+        if not job.done():
+            controller = int(job.job_id)
+            for pid in [*child_pids(controller), controller]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def child_pids(parent: int) -> list[int]:
+    """The processes whose parent is `parent` (from /proc; none where there is no /proc)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # "pid (command) state ppid ...": the command may hold spaces and parentheses.
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                children.append(int(stat.parent.name))
+    return children
 
 
 def wait_for_jobs(jobs: list, on_poll: Callable[[], None], poll_seconds: float = 1.0) -> list:

@@ -11,7 +11,7 @@ from functools import cache
 
 from vae_zoo.data import ImageData, load_dataset
 from vae_zoo.harness import identity
-from vae_zoo.harness.store import FAILED, FINISHED, SuiteStore
+from vae_zoo.harness.store import CORRUPT_DIR, FAILED, FINISHED, SuiteStore
 from vae_zoo.harness.suite import Cell, Suite
 from vae_zoo.harness.sweeps import format_value
 
@@ -114,7 +114,8 @@ def plan_suite(suite: Suite, store: SuiteStore, device: str, *, force: bool = Fa
         eval_id = identity.digest(evaluation)
         planned = PlannedCell(cell, run_id, eval_id, fingerprint, training, evaluation, DONE)
         action, reason = cell_action(store, planned, force)
-        record = store.read_metrics(run_id) or {}
+        corrupt = store.run_dir(run_id).exists() and store.corruption(run_id) is not None
+        record = {} if corrupt else store.read_metrics(run_id) or {}
         failed = (not force and record.get("eval_id") == eval_id
                   and record.get("status") == FAILED)
         cells.append(replace(planned, action=action, reason=reason, failed=failed))
@@ -128,6 +129,10 @@ def cell_action(store: SuiteStore, planned: PlannedCell, force: bool = False) ->
         return TRAIN, "--force"
     if not store.run_dir(run_id).exists():
         return TRAIN, "new cell"
+    corruption = store.corruption(run_id)
+    if corruption is not None:
+        return TRAIN, (f"its run is corrupt: {corruption}; running the suite moves it to "
+                       f"{CORRUPT_DIR}/ and trains the cell again")
     record = store.read_metrics(run_id)
     if record is None:
         return TRAIN, "its run directory has no readable metrics.json"
@@ -155,6 +160,13 @@ def _stale_runs(store: SuiteStore, cells: list[PlannedCell]) -> list[dict]:
     by_name = {(c.cell.dataset, c.cell.model.name, c.cell.seed): c for c in cells}
     rows = []
     for run_id in store.run_ids():
+        corruption = store.corruption(run_id)
+        if corruption is not None:  # a planned cell says so itself
+            if run_id not in planned:
+                rows.append({"run_id": run_id, "eval_id": "", "dataset": "", "model": "",
+                             "seed": "", "status": "corrupt", "stale": "corrupt",
+                             "reason": corruption})
+            continue
         config = store.read_config(run_id) or {}
         record = store.read_metrics(run_id) or {}
         row = {"run_id": run_id, "eval_id": record.get("eval_id", ""),

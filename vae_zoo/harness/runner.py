@@ -6,9 +6,14 @@ in this process, in a worker process, or in a SLURM job.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import sys
+import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,13 +23,16 @@ from tqdm.auto import tqdm
 
 from vae_zoo import zoo
 from vae_zoo.data import ImageData
+from vae_zoo.errors import StorageError, UserError, storage_error
 from vae_zoo.evaluate import SampleReference, evaluate, sample_reference
 from vae_zoo.harness import provenance
 from vae_zoo.harness.checkpoints import checkpoint_files, load_model
 from vae_zoo.harness.executors import (
+    UNSAVED,
     SlurmOptions,
     make_submitit_executor,
     split_round_robin,
+    stop_jobs,
     submit_groups,
     wait_for_jobs,
     worker_threads,
@@ -42,6 +50,7 @@ from vae_zoo.harness.planner import (
 )
 from vae_zoo.harness.store import (
     CHECKPOINT_FILES,
+    CORRUPT_DIR,
     FAILED,
     FINISHED,
     TRAINING_FILE,
@@ -53,6 +62,8 @@ from vae_zoo.harness.store import (
 from vae_zoo.harness.suite import Cell, Suite
 from vae_zoo.harness.tracking import Tracker
 from vae_zoo.train import train
+
+FLAGGED = "flagged"  # the reason of a finished run whose numbers need a second look
 
 
 def default_device() -> str:
@@ -101,9 +112,13 @@ def run_suite(suite: Suite, options: RunOptions, *, evaluate_only: bool = False,
     A cell whose training is finished but whose evaluation is missing, failed or stale is only
     evaluated. With `evaluate_only` (`vae-zoo evaluate`), cells that would need training are
     left alone; with `metric_groups`, finished cells recompute those groups of their metrics.
+    The summary is rewritten after every cell; an interrupt (SIGINT, SIGTERM) stops the workers,
+    keeps the finished cells, writes the summary and raises KeyboardInterrupt.
     """
     store = SuiteStore(Path(options.results_dir) / suite.name)
+    ensure_writable(store.runs)
     store.remove_abandoned_staging()
+    quarantine(store)
     plan = plan_suite(suite, store, options.device, force=options.force)
     print(plan.headline() + f"; results in {store.root}")
     # Recomputing metric groups of a finished cell needs its weights.
@@ -127,25 +142,49 @@ def run_suite(suite: Suite, options: RunOptions, *, evaluate_only: bool = False,
     where = (f"{options.executor} x{options.jobs}" if options.executor == "local"
              else options.executor)
     print(f"running {len(tasks)} cells on {options.device} ({where})")
-    if options.executor == "local" and options.jobs == 1:
-        outcomes = []
-        with tqdm(total=len(tasks), desc=suite.name, unit="cell", position=0,
-                  disable=None) as bar:
-            for task in tasks:
-                outcomes.append(run_cell(task, progress_position=1))
-                bar.update()
-    else:
-        outcomes = run_submitted(suite, tasks, store, options)
-        if outcomes is None:
-            return 0
+
+    def summarise() -> None:
+        write_summary(suite, store, options.device)
+
+    try:
+        if options.executor == "local" and options.jobs == 1:
+            outcomes = []
+            with tqdm(total=len(tasks), desc=suite.name, unit="cell", position=0,
+                      disable=None) as bar:
+                for task in tasks:
+                    outcomes.append(run_cell(task, progress_position=1))
+                    summarise()
+                    bar.update()
+        else:
+            outcomes = run_submitted(suite, tasks, store, options, summarise)
+            if outcomes is None:
+                return 0
+    except (KeyboardInterrupt, StorageError):
+        with contextlib.suppress(OSError, UserError):
+            summarise()  # of the cells finished so far (a full disk may refuse it too)
+        raise
+    unsaved = [outcome["reason"] for outcome in outcomes if outcome["status"] == UNSAVED]
+    if unsaved:
+        raise StorageError("\n".join(unsaved))
     return finish_suite(suite, store, outcomes, options.wandb_mode, options.device)
 
 
+def ensure_writable(folder: Path) -> None:
+    """Create `folder` and write a file in it, or raise `StorageError` saying why not."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise storage_error(folder, error) from None
+
+
 def run_submitted(suite: Suite, tasks: list[CellTask], store: SuiteStore,
-                  options: RunOptions) -> list[dict] | None:
+                  options: RunOptions, on_progress: Callable[[], None]) -> list[dict] | None:
     """Run cells as submitit jobs: N local worker processes, or one SLURM array task per cell.
 
-    Returns None when not waiting for them.
+    `on_progress` runs whenever cells have been recorded. Returns None when not waiting for the
+    jobs. On an interrupt, local workers are stopped (see `stop_jobs`) before it propagates.
     """
     if not tasks:
         return []
@@ -170,11 +209,23 @@ def run_submitted(suite: Suite, tasks: list[CellTask], store: SuiteStore,
             return store.read_metrics(task.run_id)
         return None
 
-    with tqdm(total=len(tasks), desc=suite.name, unit="cell", disable=None) as bar:
-        def poll() -> None:
-            bar.update(sum(recorded_since_start(task) is not None for task in tasks) - bar.n)
+    try:
+        with tqdm(total=len(tasks), desc=suite.name, unit="cell", disable=None) as bar:
+            def poll() -> None:
+                recorded = sum(recorded_since_start(task) is not None for task in tasks)
+                if recorded > bar.n:
+                    on_progress()
+                    bar.update(recorded - bar.n)
 
-        results = wait_for_jobs(jobs, poll)
+            results = wait_for_jobs(jobs, poll)
+    except KeyboardInterrupt:
+        if local:
+            stop_jobs(jobs)
+        else:
+            print(f"interrupted: the {len(jobs)} SLURM job(s) go on running (`scancel` stops "
+                  f"them); `vae-zoo summary {suite.name}` rebuilds the summary when they are "
+                  "done", file=sys.stderr)
+        raise
     outcomes = []
     for group, result in zip(groups, results):
         if not isinstance(result, Exception):
@@ -205,10 +256,23 @@ def record_failure(task: CellTask, reason: str, error: str) -> dict:
 
 
 def write_summary(suite: Suite, store: SuiteStore, device: str) -> tuple[Path, Plan]:
-    """Plan the suite again and rewrite summary.csv (its current cells) and stale.csv."""
+    """Quarantine corrupt runs, plan the suite again and rewrite summary.csv (its current cells)
+    and stale.csv."""
+    quarantine(store)
     plan = plan_suite(suite, store, device)
     store.write_stale(plan.stale)
     return store.write_summary(plan.summary_rows()), plan
+
+
+def quarantine(store: SuiteStore) -> None:
+    """Move corrupt run directories to corrupt/, saying so."""
+    try:
+        moved = store.quarantine_corrupt()
+    except OSError as error:
+        raise storage_error(store.root / CORRUPT_DIR, error) from None
+    for run_id, why in moved:
+        print(f"moved the corrupt run {run_id} to {store.root / CORRUPT_DIR}/ ({why}); its cell "
+              "runs again the next time the suite runs", file=sys.stderr)
 
 
 def finish_suite(suite: Suite, store: SuiteStore, outcomes: list[dict],
@@ -217,6 +281,8 @@ def finish_suite(suite: Suite, store: SuiteStore, outcomes: list[dict],
     summary, plan = write_summary(suite, store, device)
     Tracker(wandb_mode, suite.project, suite.name, store.root / "wandb").log_suite(summary, [])
     failed = [outcome for outcome in outcomes if outcome["status"] == FAILED]
+    flagged = [outcome for outcome in outcomes if outcome["status"] == FINISHED
+               and (outcome["reason"] or "").startswith(FLAGGED)]
     busy = [outcome for outcome in outcomes if outcome["status"] == "busy"]
     finished = len(outcomes) - len(failed) - len(busy)
     print(f"suite {suite.name}: ran {len(outcomes)} cells, {finished} finished, {len(failed)} "
@@ -230,9 +296,11 @@ def finish_suite(suite: Suite, store: SuiteStore, outcomes: list[dict],
         traceback_file = store.run_dir(outcome["run_id"]) / "error.txt"
         where = f" (traceback in {traceback_file})" if traceback_file.is_file() else ""
         print(f"  FAILED {outcome['run_id']}: {outcome['reason']}{where}")
+    for outcome in flagged:
+        print(f"  FLAGGED {outcome['run_id']}: {outcome['reason']}")
     if failed:
         print("failed cells are retried the next time the suite runs.")
-    return 1 if failed else 0
+    return 1 if failed or flagged else 0
 
 
 def run_cell(task: CellTask, progress_position: int | None = 1) -> dict:
@@ -259,9 +327,10 @@ def _run_claimed_cell(task: CellTask, store: SuiteStore, action: str,
                 "reason": f"its checkpoint is gone: `vae-zoo run {cell.suite}` trains it again"}
     data = dataset_for(cell)
     config = planned.config(task.device, data.image_shape)
+    log = RunLog(run_id)
+    warn_if_short_of_space(task, log)
     tracker = Tracker(task.wandb_mode, task.project, cell.suite, task.suite_root / "wandb")
     tracked = tracker.start_run(run_id, cell.dataset, cell.model.name, cell.seed, config)
-    log = RunLog(run_id)
     started_at, started = time.time(), time.perf_counter()
     configure_determinism(task.device)
     if task.device.startswith("cuda"):
@@ -296,6 +365,11 @@ def _run_claimed_cell(task: CellTask, store: SuiteStore, action: str,
         tracked.finish(FAILED, {}, {}, reason=reason)
         return {"run_id": run_id, "status": FAILED, "reason": reason}
     status = FINISHED if error is None else FAILED
+    if status == FINISHED and trained.metrics.get("learned") == 0.0:
+        reason = (f"{FLAGGED}: the selection criterion never beat the untrained model's "
+                  f"({trained.metrics['initial_criterion']:.4g}); check the learning rate and "
+                  "the optimiser's settings")
+        log(reason)
     record = {
         "run_id": run_id,
         "eval_id": planned.eval_id,
@@ -309,11 +383,52 @@ def _run_claimed_cell(task: CellTask, store: SuiteStore, action: str,
     }
     if previous is not None:
         record, arrays = merged_evaluation(previous, record, log.lines, arrays, task)
-    store.write_run(run_id, config=config, record=record, files=trained.files, keep=keep,
-                    arrays=arrays if status == FINISHED else None, error=error,
-                    replace_finished=True)
+    try:
+        store.write_run(run_id, config=config, record=record, files=trained.files, keep=keep,
+                        arrays=arrays if status == FINISHED else None, error=error,
+                        replace_finished=True)
+    except OSError as exception:
+        tracked.finish(FAILED, {}, {}, reason=f"its results could not be saved: {exception}")
+        raise unsaved_result(store.run_dir(run_id), exception, record) from None
     tracked.finish(status, record["metrics"], arrays, reason=reason)
     return {"run_id": run_id, "status": status, "reason": reason}
+
+
+def unsaved_result(run_dir: Path, error: OSError, record: dict) -> StorageError:
+    """The storage error of a run that could not be written, carrying what it computed: the
+    message is the last place its numbers exist."""
+    problem = storage_error(run_dir, error, doing="save the run in")
+    metrics = record.get("metrics") or {}
+    numbers = ", ".join(f"{name}={value:.6g}" if isinstance(value, float) else f"{name}={value}"
+                        for name, value in sorted(metrics.items()))
+    return StorageError(f"{problem}\n  its {record['status']} result was computed but not "
+                        f"saved: {numbers or '(no metrics)'}\n  every run saved before is "
+                        "intact; once fixed, run the suite again and this cell runs again")
+
+
+def warn_if_short_of_space(task: CellTask, log: RunLog) -> None:
+    """Warn when the results' disk has less free space than the cell is expected to write."""
+    needed = bytes_to_write(task)
+    try:
+        free = shutil.disk_usage(task.suite_root).free
+    except OSError:
+        return
+    if free < needed:
+        log(f"warning: {free / 2**20:.1f} MB free in {task.suite_root}, and this cell writes "
+            f"about {needed / 2**20:.1f} MB: it may fail to save its results")
+
+
+def bytes_to_write(task: CellTask) -> int:
+    """About what a cell writes: its checkpoints (float32 weights, the selected and the final),
+    plus an allowance for its arrays, logs and W&B files."""
+    cell = task.cell
+    weights = 0
+    if cell.train.keep_checkpoints:
+        image_shape = dataset_for(cell).image_shape
+        with torch.device("meta"):  # counts parameters without allocating them
+            model, _ = zoo.build(cell.model.entry, image_shape, cell.model.hyperparameters)
+        weights = 2 * 4 * zoo.count_parameters(model)
+    return weights + 16 * 2**20
 
 
 def merged_evaluation(previous: dict, record: dict, new_lines: list[str],
@@ -413,6 +528,8 @@ def train_cell(task: CellTask, data: ImageData, log: RunLog, tracked,
         "epochs_trained": float(result.epochs_trained),
         "converged": float(result.converged),
         "stopped_early": float(result.stopped_early),
+        "initial_criterion": result.initial_value,
+        "learned": float(result.learned),
         "peak_memory_mb": peak_memory_mb(task.device),
     }
     checkpoints = (checkpoint_files(model.state_dict(), result.final_state)

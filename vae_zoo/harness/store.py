@@ -4,13 +4,20 @@ A run's files are written into a private temporary directory and moved into `run
 one rename, so a run killed at any moment leaves either no result or a complete one. `metrics.json`
 is the single source of truth; `summary.csv` holds nothing that no run file holds. A finished run
 is never replaced silently: `--force` moves the old one to `replaced/` first.
+
+`metrics.json` carries the SHA-256 of every other file of its run. A run directory whose files
+are unreadable, missing (checkpoints excepted: they may be deleted to save space) or altered is
+*corrupt*: it is moved to `corrupt/` with a note of why (`quarantine_corrupt`), never read into a
+summary, and its cell is planned again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import fcntl
+import hashlib
 import io
 import json
 import os
@@ -40,7 +47,11 @@ METRIC_ORDER = ["test_elbo", "test_recon", "test_kl", "test_nll", "test_nll_se",
                 "fid", "fid_ref", "fid_ref_sd", "kid", "kid_std", "kid_ref",
                 "precision", "recall", "precision_ref", "recall_ref", "mig", "params",
                 "train_seconds", "train_images_per_s", "eval_seconds", "peak_memory_mb",
-                "best_epoch", "epochs_trained", "converged", "stopped_early"]
+                "best_epoch", "epochs_trained", "converged", "stopped_early", "learned",
+                "initial_criterion"]
+CHECKSUMS = "checksums"  # in metrics.json: file name -> SHA-256 of the run's other files
+CORRUPT_DIR = "corrupt"  # results/<suite>/corrupt/: quarantined run directories
+QUARANTINE_NOTE = "quarantined.json"  # in a quarantined folder: why, when, by whom
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_recon", "train_kl", "val_elbo", "val_recon",
                    "val_kl", "val_objective", "seconds"]
 
@@ -195,6 +206,7 @@ class SuiteStore:
                     np.savez_compressed(stream, **compact(arrays))
             if error:
                 (staging / "error.txt").write_text(error)
+            record = {**record, CHECKSUMS: file_checksums(staging)}
             (staging / "metrics.json").write_text(to_json(record))
         return self.run_dir(run_id)
 
@@ -251,7 +263,10 @@ class SuiteStore:
         cleared = 0
         host = socket.gethostname()
         for path in self.runs.glob(".staging@*") if self.runs.is_dir() else []:
-            _, owner_host, owner_pid, rest = path.name.split("@", 3)
+            parts = path.name.split("@", 3)
+            if len(parts) != 4 or not parts[2].isdigit():
+                continue  # not named by `staging_prefix`: not ours to remove
+            _, owner_host, owner_pid, rest = parts
             if owner_host != host or process_alive(int(owner_pid)):
                 continue
             run_id = rest.rsplit("-", 1)[0]
@@ -262,6 +277,55 @@ class SuiteStore:
                 shutil.rmtree(path, ignore_errors=True)
             cleared += 1
         return cleared
+
+    def corruption(self, run_id: str) -> str | None:
+        """Why the run directory cannot be trusted, or None when its metrics.json reads and every
+        file it lists has the recorded checksum (results are checked once per process unless
+        their files change)."""
+        run_dir = self.run_dir(run_id)
+        try:
+            state = tuple(sorted((path.name, path.stat().st_size, path.stat().st_mtime_ns)
+                                 for path in run_dir.iterdir()))
+        except OSError as error:
+            return f"its folder cannot be read ({error.strerror})"
+        key = (str(run_dir.resolve()), state)
+        if key not in _verified:
+            _verified[key] = _corruption(run_dir)
+        return _verified[key]
+
+    def quarantine(self, run_id: str, why: str) -> Path | None:
+        """Move a corrupt run directory to `corrupt/` with a note of why; None when another
+        process holds the run (it is left alone)."""
+        with self.claim(run_id) as claimed:
+            if not claimed or not self.run_dir(run_id).is_dir():
+                return None
+            stamp = time.strftime("%Y%m%dT%H%M%S")
+            target = self.root / CORRUPT_DIR / f"{run_id}-{stamp}-{os.getpid()}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(self.run_dir(run_id), target)
+            note = {"run_id": run_id, "why": why, "quarantined_at": stamp,
+                    "host": socket.gethostname(), "pid": os.getpid()}
+            write_atomic(target / QUARANTINE_NOTE, to_json(note))
+            return target
+
+    def quarantine_corrupt(self) -> list[tuple[str, str]]:
+        """Quarantine every corrupt run directory: (run_id, why) of each moved."""
+        moved = []
+        for run_id in self.run_ids():
+            why = self.corruption(run_id)
+            if why is not None and self.quarantine(run_id, why) is not None:
+                moved.append((run_id, why))
+        return moved
+
+    def quarantined(self) -> list[dict]:
+        """The notes of the run directories in `corrupt/`, oldest first (folder name added)."""
+        folder = self.root / CORRUPT_DIR
+        notes = []
+        for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+            note = read_json(path / QUARANTINE_NOTE) or {"run_id": path.name,
+                                                         "why": "(no note)"}
+            notes.append({**note, "folder": str(path)})
+        return notes
 
     def write_summary(self, cells: list[dict]) -> Path:
         """Rewrite summary.csv: one row per cell of the suite's current plan whose run records
@@ -280,6 +344,8 @@ class SuiteStore:
                 record = self.read_metrics(cell["run_id"])
                 if record is None or record.get("eval_id") != cell.get("eval_id"):
                     continue  # not run yet, or its evaluation is another (stale) one
+                if self.corruption(cell["run_id"]) is not None:
+                    continue  # never report a run whose files cannot be trusted
                 table.append({**cell, "status": record.get("status") or FAILED,
                               "reason": record.get("reason") or "",
                               **(record.get("metrics") or {})})
@@ -314,6 +380,53 @@ class SuiteStore:
         writer.writerows(rows)
         write_atomic(path, buffer.getvalue())
         return path
+
+
+def file_checksums(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file in a run folder but metrics.json (which records them)."""
+    return {path.name: sha256_file(path) for path in sorted(folder.iterdir())
+            if path.is_file() and path.name not in ("metrics.json", STAGED_MARK)}
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+_verified: dict[tuple, str | None] = {}  # (folder, its files' names, sizes, times) -> corruption
+
+
+def _corruption(run_dir: Path) -> str | None:
+    metrics = run_dir / "metrics.json"
+    if not metrics.is_file():
+        return "it has no metrics.json"
+    try:
+        record = json.loads(metrics.read_text())
+    except OSError as error:
+        return f"metrics.json cannot be read ({error.strerror})"
+    except ValueError as error:  # also UnicodeDecodeError
+        return f"metrics.json is not valid JSON ({error})"
+    if not isinstance(record, dict) or record.get("status") not in (FINISHED, FAILED):
+        return "metrics.json has no status"
+    checksums = record.get(CHECKSUMS)
+    if not isinstance(checksums, dict) or "config.json" not in checksums:
+        return "metrics.json records no checksums of the run's files"
+    for name, expected in sorted(checksums.items()):
+        if not isinstance(name, str) or "/" in name or name.startswith("."):
+            return f"metrics.json lists a file {name!r} that cannot be in a run folder"
+        path = run_dir / name
+        try:
+            found = sha256_file(path)
+        except OSError as error:
+            if error.errno == errno.ENOENT and name in CHECKPOINT_FILES:
+                continue  # weights may be deleted to save space: the plan retrains if needed
+            return f"{name} is {'missing' if error.errno == errno.ENOENT else 'unreadable'}"
+        if found != expected:
+            return f"{name} differs from the checksum in metrics.json (altered or truncated)"
+    return None
 
 
 def read_json(path: Path) -> dict | None:

@@ -30,6 +30,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -81,6 +82,19 @@ def api_key_configured() -> bool:
     except (OSError, netrc.NetrcParseError):
         return False
     return bool(entry and entry[2])
+
+
+def server_problem(timeout_s: float = 10.0) -> str | None:
+    """Why the W&B server (`WANDB_BASE_URL`, default api.wandb.ai) cannot be reached with a TCP
+    connection within `timeout_s`, or None when it can: `wandb sync` itself retries for minutes
+    before giving up on a machine that is offline."""
+    url = urlsplit(os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL)
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as error:
+        return f"the W&B server {host}:{port} cannot be reached ({error.strerror or error})"
+    return None
 
 
 def resolve_mode(requested: str | None) -> str:
@@ -401,6 +415,11 @@ def sync_offline_runs(wandb_dir: Path, *, timeout_s: float = 300) -> int:
     if not api_key_configured():
         print("error: W&B sync needs an API key: run `wandb login` or set WANDB_API_KEY",
               file=sys.stderr)
+        return 1
+    problem = server_problem()
+    if problem is not None:
+        print(f"error: {problem}: the {len(runs)} offline run folder(s) stay in {wandb_dir}; "
+              "run the sync again when this machine is online", file=sys.stderr)
         return 1
     command = [sys.executable, "-m", "wandb", "sync", "--yes", *map(str, runs)]
     # Its temporary files go to a folder of ours, removed even when `wandb sync` is killed; its

@@ -132,6 +132,9 @@ METRICS: dict[str, Metric] = {
     "ref_draws": Metric("reference draws", None, None, 0, "diagnostic"),
     "converged": Metric("converged", None, None, 0, "context"),  # the † mark
     "stopped_early": Metric("stopped early", None, None, 0, "context"),
+    "learned": Metric("learned", None, None, 0, "context"),  # the § mark
+    "initial_criterion": Metric("untrained model's selection criterion", None, None, 2,
+                                "context"),
 }
 NLL_GAP_LIMIT = 0.1  # nats: a larger nll_k_gap says the NLL estimate still moves with K
 _ORDER = {name: position for position, name in enumerate(METRICS)}
@@ -426,6 +429,7 @@ _LATEX_SPECIALS = {
     "−": "$-$",
     "†": r"$^\dagger$",
     "‡": r"$^\ddagger$",
+    "§": r"\S{}",
 }
 
 
@@ -447,7 +451,7 @@ def format_cell(metric: Metric, mean: float, low: float, high: float, n: int, se
     return text
 
 
-UNCONVERGED_MARK, NLL_GAP_MARK = "†", "‡"
+UNCONVERGED_MARK, NLL_GAP_MARK, NOT_LEARNED_MARK = "†", "‡", "§"
 CONVERGENCE_RULE = (
     "a run has converged when the best validation criterion (the one its checkpoint is "
     "selected by) over the last quarter of its epochs beats the best of the epochs before by "
@@ -486,6 +490,21 @@ def _unconverged(finished: pd.DataFrame, model: str) -> tuple[int, int]:
     """How many of a model's runs had not converged, of those that recorded it."""
     converged = _runs_of(finished, model, "converged")
     return int((converged == 0).sum()), len(converged)
+
+
+def _not_learned(finished: pd.DataFrame, model: str) -> int:
+    """How many of a model's runs never beat their untrained model (`learned` = 0)."""
+    return int((_runs_of(finished, model, "learned") == 0).sum())
+
+
+def _not_learned_note(finished: pd.DataFrame, models: list[str]) -> str | None:
+    marked = [f"`{model}` {k} of {len(_runs_of(finished, model, 'learned'))}"
+              for model in models if (k := _not_learned(finished, model))]
+    if not marked:
+        return None
+    return (f"{NOT_LEARNED_MARK} Runs that did not learn: {', '.join(marked)}; their selection "
+            "criterion never got 1 % better than the untrained model's (`learned` = 0): check "
+            "the learning rate and the optimiser's settings before reading their numbers.")
 
 
 def _convergence_note(finished: pd.DataFrame, models: list[str]) -> str | None:
@@ -557,6 +576,10 @@ def make_table(
         raw.insert(raw.columns.get_loc("failed") + 1, "unconverged", unconverged)
         names = [f"{model} {UNCONVERGED_MARK}" if k else model
                  for model, k in zip(names, unconverged)]
+    if kind != "cost" and (note := _not_learned_note(finished, models)):
+        notes.append(note)
+        names = [f"{name} {NOT_LEARNED_MARK}" if _not_learned(finished, model) else name
+                 for name, model in zip(names, raw["model"])]
     cells: dict[str, list[str]] = {"model": names, "seeds": [str(n) for n in raw["seeds"]],
                                    "failed": [str(n) for n in raw["failed"]]}
     bold: dict[str, list[bool]] = {}
