@@ -63,34 +63,41 @@ ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2015)
 
 @dataclass(frozen=True)
 class EvalConfig:
-    nll_samples: int = 1000  # K, importance samples per test image for test_nll
+    # K, importance samples per test image for test_nll
+    nll_samples: int = field(default=1000, metadata={"maximum": 1_000_000})
     # test images per importance-sampling batch, and samples decoded at once (bounds memory;
     # 25 is fastest on a CPU)
-    nll_batch_size: int = field(default=100, metadata=SPEED)
-    nll_chunk: int = field(default=25, metadata=SPEED)
+    nll_batch_size: int = field(default=100, metadata={**SPEED, "maximum": 100_000})
+    nll_chunk: int = field(default=25, metadata={**SPEED, "maximum": 1_000_000})
     # test images for every likelihood-type metric (test_elbo, test_nll, iwae_k<k>, AIS): the
     # first N (0: all)
-    nll_images: int = 0
+    nll_images: int = field(default=0, metadata={"maximum": 1_000_000})
     # log p(x) estimators: "is" (importance sampling, always: it gives test_nll) and optionally
     # "ais" (annealed importance sampling, a check of the IS estimate) on the first `ais_images`
     likelihood: tuple[str, ...] = field(default=("is",), metadata={"choices": ("is", "ais")})
-    ais_images: int = 100
-    ais_steps: int = 500  # intermediate distributions
-    ais_chains: int = 4
-    ais_leapfrog: int = 10  # leapfrog steps per HMC transition
+    ais_images: int = field(default=100, metadata={"maximum": 100_000})
+    # intermediate distributions
+    ais_steps: int = field(default=500, metadata={"maximum": 100_000})
+    ais_chains: int = field(default=4, metadata={"maximum": 10_000})
+    # leapfrog steps per HMC transition
+    ais_leapfrog: int = field(default=10, metadata={"maximum": 1_000})
     ais_start: str = field(default="posterior", metadata={"choices": ("posterior", "prior")})
     # images simulated from the model for bidirectional Monte Carlo (0: no BDMC), with the AIS
     # settings above
-    bdmc_images: int = 0
-    batch_size: int = field(default=1000, metadata=SPEED)  # test images per batch otherwise
-    iwae_ks: tuple[int, ...] = (1, 5, 50)  # k of the iwae_k<k> bounds
-    fid_samples: int = 10000  # model samples (and real images) for fid, precision, recall
-    pr_neighbours: int = 3  # k of the k-NN manifolds of precision and recall
+    bdmc_images: int = field(default=0, metadata={"maximum": 100_000})
+    # test images per batch otherwise
+    batch_size: int = field(default=1000, metadata={**SPEED, "maximum": 100_000})
+    # k of the iwae_k<k> bounds
+    iwae_ks: tuple[int, ...] = field(default=(1, 5, 50), metadata={"maximum": 1_000_000})
+    # model samples (and real images) for fid, precision, recall
+    fid_samples: int = field(default=10000, metadata={"minimum": 2, "maximum": 1_000_000})
+    # k of the k-NN manifolds of precision and recall
+    pr_neighbours: int = field(default=3, metadata={"maximum": 1_000})
     # kept for the report: sample and reconstruction grids, posterior means for the embedding,
     # images per latent dimension in a traversal
-    grid_images: int = field(default=64, metadata=PRESENTATION)
-    latent_points: int = field(default=1000, metadata=PRESENTATION)
-    traversal_steps: int = field(default=9, metadata=PRESENTATION)
+    grid_images: int = field(default=64, metadata={**PRESENTATION, "maximum": 10_000})
+    latent_points: int = field(default=1000, metadata={**PRESENTATION, "maximum": 1_000_000})
+    traversal_steps: int = field(default=9, metadata={**PRESENTATION, "maximum": 1_000})
 
 
 class Timer:

@@ -115,7 +115,8 @@ class DequantisedDensity(nn.Module):
 
 @dataclass(frozen=True)
 class GaussianSettings:
-    gaussian_scale: float = setting("learned", positive=True, choices=("learned",),
+    gaussian_scale: float = setting("learned", positive=True, minimum=1e-6, maximum=1e3,
+                                    choices=("learned",),
                                     doc="σ shared by all pixels, or \"learned\"")
     dequantize: bool = setting(True, doc="uniform dequantisation of 8-bit pixels")
 

@@ -209,8 +209,9 @@ class Networks:
 # Each architecture: its settings, declared with their defaults, and how it builds `Networks`.
 @dataclass(frozen=True)
 class MLPSettings:
-    latent_dim: int = setting(50, positive=True, doc="latent dimensions")
-    hidden: list[int] = setting([200, 200], doc="widths of the hidden layers (encoder order)")
+    latent_dim: int = setting(50, positive=True, maximum=10_000, doc="latent dimensions")
+    hidden: list[int] = setting([200, 200], maximum=100_000,
+                                doc="widths of the hidden layers (encoder order)")
     activation: str = setting("tanh", choices=tuple(ACTIVATIONS))
 
 
@@ -223,10 +224,13 @@ def build_mlp(image_shape, s: MLPSettings) -> Networks:
 
 @dataclass(frozen=True)
 class MLP2LayerSettings:
-    latent_dim: int = setting(100, positive=True, doc="dimensions of z1, nearest the data")
-    hidden: list[int] = setting([100, 100], doc="hidden widths between x and z1")
-    top_latent_dim: int = setting(50, positive=True, doc="dimensions of z2, under the prior")
-    top_hidden: list[int] = setting([50, 50], doc="hidden widths between z1 and z2")
+    latent_dim: int = setting(100, positive=True, maximum=10_000,
+                              doc="dimensions of z1, nearest the data")
+    hidden: list[int] = setting([100, 100], maximum=100_000, doc="hidden widths between x and z1")
+    top_latent_dim: int = setting(50, positive=True, maximum=10_000,
+                                  doc="dimensions of z2, under the prior")
+    top_hidden: list[int] = setting([50, 50], maximum=100_000,
+                                   doc="hidden widths between z1 and z2")
     activation: str = setting("tanh", choices=tuple(ACTIVATIONS))
 
 
@@ -247,9 +251,11 @@ def build_mlp_2layer(image_shape, s: MLP2LayerSettings) -> Networks:
 class ConvSettings:
     # Small on purpose: importance sampling decodes K samples per test image, and a conv decoder
     # costs ~20x the MLP's per sample on a CPU.
-    latent_dim: int = setting(32, positive=True, doc="latent dimensions")
-    channels: list[int] = setting([16, 32], doc="channels of the stride-2 convolutions")
-    hidden: int = setting(128, positive=True, doc="width of the fully connected layer")
+    latent_dim: int = setting(32, positive=True, maximum=10_000, doc="latent dimensions")
+    channels: list[int] = setting([16, 32], maximum=10_000,
+                                  doc="channels of the stride-2 convolutions")
+    hidden: int = setting(128, positive=True, maximum=100_000,
+                          doc="width of the fully connected layer")
     activation: str = setting("relu", choices=tuple(ACTIVATIONS))
 
 
@@ -261,10 +267,11 @@ def build_conv(image_shape, s: ConvSettings) -> Networks:
 
 @dataclass(frozen=True)
 class ResNetSettings:
-    latent_dim: int = setting(32, positive=True, doc="latent dimensions")
-    channels: list[int] = setting([16, 32], doc="channels of each resolution stage")
-    blocks: int = setting(1, positive=True, doc="residual blocks per stage")
-    hidden: int = setting(128, positive=True, doc="width of the fully connected layer")
+    latent_dim: int = setting(32, positive=True, maximum=10_000, doc="latent dimensions")
+    channels: list[int] = setting([16, 32], maximum=10_000, doc="channels of each resolution stage")
+    blocks: int = setting(1, positive=True, maximum=100, doc="residual blocks per stage")
+    hidden: int = setting(128, positive=True, maximum=100_000,
+                          doc="width of the fully connected layer")
     activation: str = setting("relu", choices=tuple(ACTIVATIONS))
 
 

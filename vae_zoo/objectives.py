@@ -51,8 +51,8 @@ def reconstruction(out: Pass) -> Tensor:
 
 @dataclass(frozen=True)
 class ElboSettings:
-    k: int = setting(1, positive=True, doc="samples of z per image")
-    beta: float = setting(1.0, minimum=0.0, doc="weight of the KL term")
+    k: int = setting(1, positive=True, maximum=10_000, doc="samples of z per image")
+    beta: float = setting(1.0, minimum=0.0, maximum=1e6, doc="weight of the KL term")
 
 
 def elbo(out: Pass, context: TrainingContext, s: ElboSettings) -> dict[str, Tensor]:
@@ -64,8 +64,8 @@ def elbo(out: Pass, context: TrainingContext, s: ElboSettings) -> dict[str, Tens
 
 @dataclass(frozen=True)
 class WarmupSettings:
-    k: int = setting(1, positive=True, doc="samples of z per image")
-    warmup_epochs: float = setting(2.0, positive=True,
+    k: int = setting(1, positive=True, maximum=10_000, doc="samples of z per image")
+    warmup_epochs: float = setting(2.0, positive=True, maximum=100_000,
                                    doc="epochs over which β rises linearly from 0 to 1")
 
 
@@ -79,8 +79,9 @@ def elbo_warmup(out: Pass, context: TrainingContext, s: WarmupSettings) -> dict[
 
 @dataclass(frozen=True)
 class FreeBitsSettings:
-    k: int = setting(1, positive=True, doc="samples of z per image")
-    free_bits: float = setting(0.1, minimum=0.0, doc="λ, nats of KL per dimension left free")
+    k: int = setting(1, positive=True, maximum=10_000, doc="samples of z per image")
+    free_bits: float = setting(0.1, minimum=0.0, maximum=1e3,
+                               doc="λ, nats of KL per dimension left free")
 
 
 def elbo_free_bits(out: Pass, context: TrainingContext,
@@ -97,10 +98,12 @@ def elbo_free_bits(out: Pass, context: TrainingContext,
 
 @dataclass(frozen=True)
 class CapacitySettings:
-    k: int = setting(1, positive=True, doc="samples of z per image")
-    gamma: float = setting(1000.0, minimum=0.0, doc="weight of |KL - C|")
-    capacity_max: float = setting(25.0, minimum=0.0, doc="C at the end of the schedule, nats")
-    capacity_epochs: float = setting(4.0, positive=True, doc="epochs over which C rises from 0")
+    k: int = setting(1, positive=True, maximum=10_000, doc="samples of z per image")
+    gamma: float = setting(1000.0, minimum=0.0, maximum=1e6, doc="weight of |KL - C|")
+    capacity_max: float = setting(25.0, minimum=0.0, maximum=1e6,
+                                  doc="C at the end of the schedule, nats")
+    capacity_epochs: float = setting(4.0, positive=True, maximum=100_000,
+                                     doc="epochs over which C rises from 0")
 
 
 def beta_vae_capacity(out: Pass, context: TrainingContext,
@@ -116,7 +119,7 @@ def beta_vae_capacity(out: Pass, context: TrainingContext,
 
 @dataclass(frozen=True)
 class IwaeSettings:
-    k: int = setting(5, positive=True, doc="importance samples per image")
+    k: int = setting(5, positive=True, maximum=10_000, doc="importance samples per image")
 
 
 def iwae(out: Pass, context: TrainingContext, s: IwaeSettings) -> dict[str, Tensor]:
@@ -130,8 +133,9 @@ def iwae(out: Pass, context: TrainingContext, s: IwaeSettings) -> dict[str, Tens
 
 @dataclass(frozen=True)
 class GroupedSettings:
-    k: int = setting(5, positive=True, doc="importance samples per bound")
-    m: int = setting(5, positive=True, doc="bounds averaged (k·m samples per image)")
+    k: int = setting(5, positive=True, maximum=10_000, doc="importance samples per bound")
+    m: int = setting(5, positive=True, maximum=10_000,
+                     doc="bounds averaged (k·m samples per image)")
 
     @property
     def samples(self) -> int:
@@ -163,8 +167,9 @@ def piwae(out: Pass, context: TrainingContext, s: GroupedSettings) -> dict[str, 
 
 @dataclass(frozen=True)
 class CombinationSettings:
-    k: int = setting(5, positive=True, doc="importance samples per image")
-    beta: float = setting(0.5, minimum=0.0, doc="weight of the ELBO (1 - β on the IWAE bound)")
+    k: int = setting(5, positive=True, maximum=10_000, doc="importance samples per image")
+    beta: float = setting(0.5, minimum=0.0, maximum=1.0,
+                          doc="weight of the ELBO (1 - β on the IWAE bound)")
 
 
 def ciwae(out: Pass, context: TrainingContext, s: CombinationSettings) -> dict[str, Tensor]:
@@ -207,10 +212,11 @@ def minibatch_stratified_log_densities(z: Tensor, mean: Tensor, log_var: Tensor,
 
 @dataclass(frozen=True)
 class TcSettings:
-    k: int = setting(1, positive=True, doc="samples of z per image")
-    alpha: float = setting(1.0, minimum=0.0, doc="weight of the index-code mutual information")
-    beta: float = setting(6.0, minimum=0.0, doc="weight of the total correlation")
-    gamma: float = setting(1.0, minimum=0.0, doc="weight of the dimension-wise KL")
+    k: int = setting(1, positive=True, maximum=10_000, doc="samples of z per image")
+    alpha: float = setting(1.0, minimum=0.0, maximum=1e6,
+                           doc="weight of the index-code mutual information")
+    beta: float = setting(6.0, minimum=0.0, maximum=1e6, doc="weight of the total correlation")
+    gamma: float = setting(1.0, minimum=0.0, maximum=1e6, doc="weight of the dimension-wise KL")
 
 
 def beta_tcvae(out: Pass, context: TrainingContext, s: TcSettings) -> dict[str, Tensor]:
@@ -272,10 +278,12 @@ def permute_dims(z: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class FactorSettings:
-    k: int = setting(1, positive=True, doc="samples of z per image")
-    gamma: float = setting(10.0, minimum=0.0, doc="weight of the total correlation")
-    discriminator_hidden: list[int] = setting([256, 256], doc="the discriminator's widths")
-    discriminator_lr: float = setting(1e-4, positive=True, doc="the discriminator's Adam rate")
+    k: int = setting(1, positive=True, maximum=10_000, doc="samples of z per image")
+    gamma: float = setting(10.0, minimum=0.0, maximum=1e6, doc="weight of the total correlation")
+    discriminator_hidden: list[int] = setting([256, 256], maximum=100_000,
+                                               doc="the discriminator's widths")
+    discriminator_lr: float = setting(1e-4, positive=True, maximum=1.0,
+                                      doc="the discriminator's Adam rate")
 
 
 def factor_vae(out: Pass, context: TrainingContext, s: FactorSettings) -> dict[str, Tensor]:
@@ -293,9 +301,10 @@ def factor_vae(out: Pass, context: TrainingContext, s: FactorSettings) -> dict[s
 
 @dataclass(frozen=True)
 class DipSettings:
-    k: int = setting(1, positive=True, doc="samples of z per image")
-    lambda_od: float = setting(10.0, minimum=0.0, doc="weight of the off-diagonal terms")
-    lambda_d: float = setting(100.0, minimum=0.0, doc="weight of the diagonal terms")
+    k: int = setting(1, positive=True, maximum=10_000, doc="samples of z per image")
+    lambda_od: float = setting(10.0, minimum=0.0, maximum=1e6,
+                               doc="weight of the off-diagonal terms")
+    lambda_d: float = setting(100.0, minimum=0.0, maximum=1e6, doc="weight of the diagonal terms")
 
 
 def dip_penalty(covariance: Tensor, s: DipSettings) -> Tensor:
@@ -324,7 +333,7 @@ def dip_vae_i(out: Pass, context: TrainingContext, s: DipSettings) -> dict[str, 
 
 @dataclass(frozen=True)
 class Dip2Settings(DipSettings):
-    lambda_d: float = setting(10.0, minimum=0.0, doc="weight of the diagonal terms")
+    lambda_d: float = setting(10.0, minimum=0.0, maximum=1e6, doc="weight of the diagonal terms")
 
 
 def dip_vae_ii(out: Pass, context: TrainingContext, s: Dip2Settings) -> dict[str, Tensor]:

@@ -110,7 +110,7 @@ class GaussianMixturePrior(Prior):
 
 @dataclass(frozen=True)
 class MixtureSettings:
-    components: int = setting(10, positive=True, doc="mixture components")
+    components: int = setting(10, positive=True, maximum=10_000, doc="mixture components")
 
 
 class MixtureOfGaussiansPrior(GaussianMixturePrior):
@@ -119,7 +119,7 @@ class MixtureOfGaussiansPrior(GaussianMixturePrior):
 
 @dataclass(frozen=True)
 class VampSettings:
-    pseudo_inputs: int = setting(100, positive=True,
+    pseudo_inputs: int = setting(100, positive=True, maximum=10_000,
                                  doc="learned pseudo-inputs (the paper uses 500 on MNIST)")
 
 

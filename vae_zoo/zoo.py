@@ -10,10 +10,14 @@ against the declarations of the pieces it ends up with. Adding a model means add
 
 from __future__ import annotations
 
+import functools
+import json
 import typing
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from vae_zoo import estimators, likelihoods, nets, priors
@@ -27,11 +31,15 @@ from vae_zoo.settings import (
     defaults,
     is_int,
     is_number,
+    shown,
     type_hints,
 )
 
-__all__ = ["ZOO", "KINDS", "build", "resolve_hyperparameters", "check_data_fit",
+__all__ = ["ZOO", "KINDS", "build", "resolve_hyperparameters", "check_data_fit", "check_size",
            "count_parameters", "is_int", "is_number"]
+
+# Bytes per parameter in training: float32 weights, their gradients and Adam's two moments.
+TRAINING_BYTES_PER_PARAMETER = 4 * 4
 
 
 @dataclass(frozen=True)
@@ -162,11 +170,19 @@ def settings_fields(selection: dict[str, str]) -> dict[str, tuple[str, object, d
 
 def list_valued_settings(entry_name: str, table: dict) -> list[str]:
     """The settings whose single value is a list, for the pieces `table` (a suite's
-    [model.NAME]) selects: a list of lists there is a sweep."""
-    selection = {kind: table[kind] if table.get(kind) in registry else ZOO[entry_name].pieces[kind]
-                 for kind, registry in KINDS.items()}
-    return [key for key, (_, _, hints) in settings_fields(selection).items()
-            if typing.get_origin(hints[key]) is list]
+    [model.NAME]) selects: a list of lists there is a sweep. Where `table` sweeps a piece
+    (`prior = ["vamp", "mog"]`), those of every piece it names."""
+    found = []
+    for kind, registry in KINDS.items():
+        chosen = table.get(kind)
+        names = [name for name in (chosen if isinstance(chosen, list) else [chosen])
+                 if isinstance(name, str) and name in registry]
+        for name in names or [ZOO[entry_name].pieces[kind]]:
+            settings_class = registry[name].Settings
+            hints = type_hints(settings_class)
+            found += [key for key in declared(settings_class)
+                      if typing.get_origin(hints[key]) is list and key not in found]
+    return found
 
 
 def resolve_hyperparameters(entry_name: str, overrides: dict | None = None) -> dict:
@@ -181,8 +197,9 @@ def resolve_hyperparameters(entry_name: str, overrides: dict | None = None) -> d
     selection = {}
     for kind, registry in KINDS.items():
         name = overrides.pop(kind, zoo_entry.pieces[kind])
-        if name not in registry:
-            raise UserError(f"{where}: {kind} = {name!r}; valid choices: {', '.join(registry)}")
+        if not isinstance(name, str) or name not in registry:
+            raise UserError(f"{where}: {kind} = {shown(name)}; valid choices: "
+                            f"{', '.join(registry)}")
         selection[kind] = name
     kl = overrides.pop("kl", None)
     fields = settings_fields(selection)
@@ -194,7 +211,7 @@ def resolve_hyperparameters(entry_name: str, overrides: dict | None = None) -> d
         if key not in fields:
             valid = sorted([*KINDS, "kl", *fields])
             pieces = ", ".join(f"{kind} {name}" for kind, name in selection.items())
-            raise UserError(f"{where}: hyper-parameter '{key}' is unknown; valid keys: "
+            raise UserError(f"{where}: hyper-parameter {key!r} is unknown; valid keys: "
                             f"{', '.join(valid)} (the settings of {pieces})")
         _, declaration, hints = fields[key]
         values[key] = check_value(where, key, value, declaration, hints)
@@ -227,7 +244,8 @@ def resolve_kl(where: str, selection: dict, requested) -> str:
     if requested is None:
         return "closed-form" if closed_form_possible else "monte-carlo"
     if requested not in KL_CHOICES:
-        raise UserError(f"{where}: kl = {requested!r}; valid choices: {', '.join(KL_CHOICES)}")
+        raise UserError(f"{where}: kl = {shown(requested)}; valid choices: "
+                        f"{', '.join(KL_CHOICES)}")
     if requested == "closed-form" and not closed_form_possible:
         raise UserError(f"{where}: kl = \"closed-form\" needs one stochastic layer, the "
                         "standard-normal prior and an estimator that keeps log q's gradient; "
@@ -262,6 +280,53 @@ def build(entry_name: str, image_shape: tuple[int, int, int],
     objective = Objective(hp["objective"], piece_settings("objective", hp), estimator,
                           latent_dim=networks.latent_dims[0])
     return model, objective
+
+
+def check_size(entry_name: str, image_shape: tuple[int, int, int], hyperparameters: dict,
+               memory: int) -> str | None:
+    """Why the model of `entry_name` with (resolved) `hyperparameters` cannot be trained on
+    images of `image_shape` on a machine with `memory` bytes, or None: it cannot be built, or
+    not run on a batch (e.g. more stride-2 layers than the image has pixels to halve), or its
+    parameters, with their gradients and Adam's two moments, need more than `memory`.
+
+    Nothing is allocated: the model is built and run on PyTorch's meta device, which computes
+    shapes only; the global random state is left as it was."""
+    parameters, problem = meta_run(entry_name, tuple(image_shape),
+                                   json.dumps(hyperparameters, sort_keys=True))
+    if problem:
+        return problem
+    needed = parameters * TRAINING_BYTES_PER_PARAMETER
+    if needed > memory:
+        return (f"has {parameters:,} parameters: with their gradients and Adam's two moments "
+                f"they need {needed / 2**30:,.1f} GiB, more than this machine's memory "
+                f"({memory / 2**30:,.1f} GiB); use narrower layers or fewer latent dimensions")
+    return None
+
+
+@functools.lru_cache(maxsize=1024)
+def meta_run(entry_name: str, image_shape: tuple, hyperparameters_json: str
+             ) -> tuple[int, str | None]:
+    """(parameters, None) of the model built and run on two images on the meta device, or
+    (0, why it cannot be built or run); cached, as every dataset of a suite asks again."""
+    hyperparameters = json.loads(hyperparameters_json)
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")  # e.g. "Initializing zero-element tensors is a no-op"
+        # Any exception here comes from the settings (e.g. a layer larger than its input).
+        try:
+            model, objective = build(entry_name, image_shape, hyperparameters)
+        except Exception as error:
+            return 0, f"cannot be built for images of shape {image_shape}: {first_line(error)}"
+        try:
+            objective(model, torch.empty(2, *image_shape))
+        except Exception as error:
+            return 0, f"does not run on images of shape {image_shape}: {first_line(error)}"
+        return count_parameters(model) + count_parameters(objective), None
+
+
+def first_line(error: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 def count_parameters(model: nn.Module) -> int:

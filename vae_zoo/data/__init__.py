@@ -2,6 +2,9 @@
 splits (see `vae_zoo.data.batches` for how they become float32 batches).
 
 `DATASETS` maps a name to its options and their defaults; a suite may override any of them.
+Each dataset also knows, without loading anything, the image shape and split sizes its options
+give and which options it cannot serve (`check_options`), so a suite is checked before any
+data is loaded.
 """
 
 from __future__ import annotations
@@ -11,8 +14,12 @@ from dataclasses import dataclass
 
 from vae_zoo.data import sources
 from vae_zoo.data.batches import BINARIZE_MODES, ImageData, Split, make_splits, result_options
+from vae_zoo.settings import machine_memory
 
-__all__ = ["DATASETS", "BINARIZE_MODES", "ImageData", "Split", "load_dataset", "result_options"]
+__all__ = ["DATASETS", "BINARIZE_MODES", "ImageData", "Split", "load_dataset", "result_options",
+           "check_options", "image_shape", "split_sizes"]
+
+SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -21,9 +28,66 @@ class DatasetSpec:
     description: str
     defaults: dict
     load_source: Callable[..., sources.Source]
+    # From the options alone: the image shape (C, H, W), the sizes of the train, validation and
+    # test splits, and why the options cannot make the data (or None; given the machine's
+    # memory in bytes too).
+    image_shape: Callable[..., tuple[int, int, int]]
+    split_sizes: Callable[..., tuple[int, int, int]]
+    problem: Callable[..., str | None]
+    has_factors: bool = False  # true factors of variation come with the images
 
 
 COMMON_DEFAULTS = {"binarize": "dynamic"}
+
+DIGITS_IMAGES = 1797  # scikit-learn's load_digits
+IDX_TRAIN_IMAGES, IDX_TEST_IMAGES = 60_000, 10_000  # MNIST's and Fashion-MNIST's files
+CIRCLE_SIDES = (8, 256)  # pixels per side, from the digits' 8
+# Rendering circles holds three float64 arrays of every pixel at once (see `sources.circles`),
+# and they may take at most a quarter of the machine's memory.
+CIRCLE_RENDER_BYTES_PER_PIXEL = 3 * 8
+CIRCLE_MEMORY_SHARE = 4
+
+
+def circles_problem(train_size: int, val_size: int, test_size: int, side: int, memory: int,
+                    **_) -> str | None:
+    """Circles are rendered, any number of them: each split needs an image, the side must be
+    sane and the rendering must fit well within the machine's memory."""
+    for key, size in (("train_size", train_size), ("val_size", val_size),
+                      ("test_size", test_size)):
+        if size < 1:
+            return f"{key} = {size}; each split needs at least 1 image"
+    if not CIRCLE_SIDES[0] <= side <= CIRCLE_SIDES[1]:
+        return (f"side = {side}; expected an integer from {CIRCLE_SIDES[0]} to "
+                f"{CIRCLE_SIDES[1]} (pixels per side of an image)")
+    images = train_size + val_size + test_size
+    needed = images * side * side * CIRCLE_RENDER_BYTES_PER_PIXEL
+    if needed * CIRCLE_MEMORY_SHARE > memory:
+        return (f"{images:,} images of {side}x{side} pixels need {needed / 2**30:,.1f} GiB to "
+                f"render, more than 1/{CIRCLE_MEMORY_SHARE} of this machine's memory "
+                f"({memory / 2**30:,.1f} GiB); use fewer images or a smaller side")
+    return None
+
+
+def digits_problem(test_size: int, val_size: int, **_) -> str | None:
+    """The test and validation images come out of the 1,797 digits; the rest train."""
+    for key, size in (("val_size", val_size), ("test_size", test_size)):
+        if size < 1:
+            return f"{key} = {size}; each split needs at least 1 image"
+    if test_size + val_size >= DIGITS_IMAGES:
+        return (f"test_size = {test_size} and val_size = {val_size} leave no training images: "
+                f"digits has {DIGITS_IMAGES:,} images, so test_size + val_size must be at most "
+                f"{DIGITS_IMAGES - 1:,}")
+    return None
+
+
+def idx_problem(val_size: int, **_) -> str | None:
+    """The validation images come out of the 60,000 training images."""
+    if not 1 <= val_size < IDX_TRAIN_IMAGES:
+        return (f"val_size = {val_size}; expected an integer from 1 to {IDX_TRAIN_IMAGES - 1:,}: "
+                f"the validation images are taken from the {IDX_TRAIN_IMAGES:,} training images, "
+                f"and the rest train")
+    return None
+
 
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
@@ -35,24 +99,41 @@ DATASETS: dict[str, DatasetSpec] = {
             lambda train_size, val_size, test_size, side, data_seed, **_: sources.circles(
                 train_size + val_size, test_size, side, data_seed
             ),
+            image_shape=lambda side, **_: (1, side, side),
+            split_sizes=lambda train_size, val_size, test_size, **_: (
+                train_size, val_size, test_size),
+            problem=circles_problem,
+            has_factors=True,
         ),
         DatasetSpec(
             "digits",
             "scikit-learn's bundled 8x8 handwritten digits (offline)",
             {"test_size": 297, "val_size": 200, "data_seed": 0},
             lambda test_size, data_seed, **_: sources.digits(test_size, data_seed),
+            image_shape=lambda **_: (1, 8, 8),
+            split_sizes=lambda test_size, val_size, **_: (
+                DIGITS_IMAGES - test_size - val_size, val_size, test_size),
+            problem=digits_problem,
         ),
         DatasetSpec(
             "mnist",
             "MNIST 28x28 (local IDX files or torchvision download)",
             {"val_size": 10000, "download": True},
             lambda download, **_: sources.idx_dataset("mnist", download),
+            image_shape=lambda **_: (1, 28, 28),
+            split_sizes=lambda val_size, **_: (IDX_TRAIN_IMAGES - val_size, val_size,
+                                               IDX_TEST_IMAGES),
+            problem=idx_problem,
         ),
         DatasetSpec(
             "fashion-mnist",
             "Fashion-MNIST 28x28 (local IDX files, Debian package, or torchvision download)",
             {"val_size": 10000, "download": True},
             lambda download, **_: sources.idx_dataset("fashion-mnist", download),
+            image_shape=lambda **_: (1, 28, 28),
+            split_sizes=lambda val_size, **_: (IDX_TRAIN_IMAGES - val_size, val_size,
+                                               IDX_TEST_IMAGES),
+            problem=idx_problem,
         ),
     ]
 }
@@ -61,6 +142,32 @@ DATASETS: dict[str, DatasetSpec] = {
 def dataset_options(name: str, overrides: dict | None = None) -> dict:
     """The full options of dataset `name`: its defaults updated with `overrides`."""
     return {**COMMON_DEFAULTS, **DATASETS[name].defaults, **(overrides or {})}
+
+
+def check_options(name: str, options: dict, memory: int | None = None) -> str | None:
+    """Why dataset `name` cannot be made with `options` (values of the right types), or None:
+    a split left without images, a size beyond what the dataset has, an image side out of
+    range, or more pixels to render than `memory` (bytes; default this machine's) allows."""
+    resolved = dataset_options(name, options)
+    memory = machine_memory() if memory is None else memory
+    problem = DATASETS[name].problem(**resolved, memory=memory)
+    if problem:
+        return problem
+    for split, size in zip(SPLITS, split_sizes(name, options)):
+        if size < 1:
+            return f"these options leave the {split} split with {size} images; it needs 1"
+    return None
+
+
+def image_shape(name: str, options: dict | None = None) -> tuple[int, int, int]:
+    """(C, H, W) of dataset `name`'s images with `options`, without loading them."""
+    return DATASETS[name].image_shape(**dataset_options(name, options))
+
+
+def split_sizes(name: str, options: dict | None = None) -> tuple[int, int, int]:
+    """Images in the train, validation and test splits of dataset `name` with `options`,
+    without loading them."""
+    return DATASETS[name].split_sizes(**dataset_options(name, options))
 
 
 def load_dataset(name: str, options: dict | None = None) -> ImageData:

@@ -12,12 +12,17 @@ hyper-parameter validation like any other `[model.NAME]` table.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 
 from vae_zoo.errors import UserError
+from vae_zoo.settings import shown
 from vae_zoo.zoo import is_number
 
 NOT_SWEPT = ("entry",)  # keys that name what a table is, not a setting of it
+# The most variants one [model.NAME] table may sweep into: each is trained on every dataset
+# and seed, and checked (built on the meta device) as the suite is read.
+MAX_VARIANTS = 1000
 
 
 def entry_of(name: str, table: dict) -> str:
@@ -28,11 +33,12 @@ def entry_of(name: str, table: dict) -> str:
     entry = table.get("entry", name)
     if isinstance(entry, list):
         raise UserError(
-            f"[model.{name}] entry = {entry!r}: the entry cannot be swept; write one "
+            f"[model.{name}] entry = {shown(entry)}: the entry cannot be swept; write one "
             "[model.NAME] table per entry, each with entry = one zoo model"
         )
     if not isinstance(entry, str):
-        raise UserError(f"[model.{name}] entry = {entry!r}; expected the name of a zoo model")
+        raise UserError(f"[model.{name}] entry = {shown(entry)}; expected the name of a zoo "
+                        "model")
     return entry
 
 
@@ -54,6 +60,11 @@ def expand_sweeps(name: str, table: dict, list_valued_keys) -> list[tuple[str, d
     }
     if not sweeps:
         return [(name, dict(table), {})]
+    count = math.prod(len(values) for values in sweeps.values())
+    if count > MAX_VARIANTS:
+        sizes = " x ".join(f"{len(values)} ({key})" for key, values in sweeps.items())
+        raise UserError(f"[model.{name}] sweeps into {sizes} = {count:,} variants; at most "
+                        f"{MAX_VARIANTS:,} per table: sweep fewer values")
     variants = []
     for combination in itertools.product(*sweeps.values()):
         swept = dict(zip(sweeps, combination, strict=True))
@@ -72,7 +83,7 @@ def is_sweep(value, list_valued: bool) -> bool:
 
 def sweep_values(name: str, key: str, values: list, list_valued: bool) -> list:
     """`values` checked as one sweep of `key`: non-empty, one type, no repeats, no nesting."""
-    where = f"[model.{name}] {key} = {values!r}"
+    where = f"[model.{name}] {key} = {shown(values)}"
     if not values:
         one = "[200, 200]" if list_valued else "4"
         many = "[[100], [200, 200]]" if list_valued else "[1, 4]"
@@ -83,7 +94,8 @@ def sweep_values(name: str, key: str, values: list, list_valued: bool) -> list:
     if list_valued and not all(isinstance(v, list) for v in values):
         raise UserError(
             f"{where} mixes lists and single values; '{key}' takes a list, so a sweep of it is "
-            f"a list of lists, e.g. {key} = {[v if isinstance(v, list) else [v] for v in values]!r}"
+            f"a list of lists, e.g. {key} = "
+            f"{shown([v if isinstance(v, list) else [v] for v in values])}"
         )
     if not list_valued and any(isinstance(v, list) for v in values):
         raise UserError(
