@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,15 @@ def tiny_results(tmp_path_factory) -> tuple[Path, Path]:
         torch.set_num_threads(threads)
     assert status == 0
     return suite, results
+
+
+@pytest.fixture
+def results_copy(tiny_results, tmp_path) -> tuple[Path, Path]:
+    """A private copy of the session's tiny results: (suite file, results directory)."""
+    suite, results = tiny_results
+    copy = tmp_path / "results"
+    shutil.copytree(results, copy)
+    return suite, copy
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import TINY_SUITE
+from terminal import terminal_signals
 
 import vae_zoo
 from vae_zoo.cli import main
@@ -44,15 +45,6 @@ VAE_ZOO = Path(sys.executable).with_name("vae-zoo")  # the installed console scr
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def results_copy(tiny_results, tmp_path) -> tuple[Path, Path]:
-    """A private copy of the session's tiny results: (suite file, results directory)."""
-    suite, results = tiny_results
-    copy = tmp_path / "results"
-    shutil.copytree(results, copy)
-    return suite, copy
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -606,7 +598,7 @@ def test_ctrl_c_on_a_running_vae_zoo_process_exits_130_leaving_only_complete_run
         [str(VAE_ZOO), "run", str(tiny_suite), "--results-dir", str(results), "--device", "cpu",
          "--wandb", "disabled"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"})
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=terminal_signals)
     try:
         deadline = time.monotonic() + 120
         while not any((d / "metrics.json").is_file() for d in run_dirs(results)):

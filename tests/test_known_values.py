@@ -47,6 +47,7 @@ from vae_zoo.data import ImageData, Split, load_dataset
 from vae_zoo.data.batches import binarize_fixed, make_splits
 from vae_zoo.evaluate import EvalConfig, evaluate, sample_reference
 from vae_zoo.harness.checkpoints import load_model
+from vae_zoo.harness.store import sha256_file
 from vae_zoo.likelihoods import GaussianLikelihood
 from vae_zoo.metrics.samples import FeatureNet, sample_scores
 from vae_zoo.model import VAE
@@ -447,6 +448,12 @@ def evaluated_run(tmp_path_factory):
         save_file({name: value.contiguous() for name, value in model.state_dict().items()},
                   written)
         os.replace(written, run_dir / "checkpoint.safetensors")
+        # The planted weights' checksum goes into metrics.json: the store quarantines a run
+        # whose checkpoint differs from the one it recorded.
+        record = json.loads((run_dir / "metrics.json").read_text())
+        record["checksums"]["checkpoint.safetensors"] = sha256_file(
+            run_dir / "checkpoint.safetensors")
+        (run_dir / "metrics.json").write_text(json.dumps(record))
 
         suite.write_text(suite_text(EVAL_TABLE))
         with recording_samples() as drawn:
@@ -474,6 +481,17 @@ def circles_bins(factors: np.ndarray, train_factors: np.ndarray) -> np.ndarray:
     one head per factor: (n, 3)."""
     low, high = train_factors.min(0), train_factors.max(0)
     return np.clip(np.floor((factors - low) / (high - low) * 5), 0, 4).astype(np.int64)
+
+
+def untrained_elbo(config: dict, data: ImageData) -> float:
+    """The validation ELBO of the cell's model as its seed initialises it, one draw per image."""
+    from vae_zoo.metrics.likelihood import elbo_terms
+
+    torch.manual_seed(config["seed"])
+    model, _ = zoo.build(config["model"]["entry"], data.image_shape,
+                         config["model"]["hyperparameters"])
+    with torch.no_grad():
+        return elbo_terms(model.eval(), data.val.images, 1000)["elbo"].mean().item()
 
 
 def test_every_metric_stored_by_the_command_line_has_its_known_value(evaluated_run):
@@ -508,6 +526,10 @@ def test_every_metric_stored_by_the_command_line_has_its_known_value(evaluated_r
         "epochs_trained": (1.0, 0.0),
         "converged": (0.0, 0.0),
         "stopped_early": (0.0, 0.0),
+        # One epoch beats the untrained model, whose criterion (the ELBO: β = 1) is that of the
+        # weights the seed initialises, here on other single draws (hence 0.5 nats).
+        "learned": (1.0, 0.0),
+        "initial_criterion": (untrained_elbo(config, data), 0.5),
     })
     assert info["test_accuracy"] == pytest.approx(answers["feature_net_accuracy"][0], abs=1e-12)
     metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]

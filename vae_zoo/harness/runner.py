@@ -366,9 +366,9 @@ def _run_claimed_cell(task: CellTask, store: SuiteStore, action: str,
         return {"run_id": run_id, "status": FAILED, "reason": reason}
     status = FINISHED if error is None else FAILED
     if status == FINISHED and trained.metrics.get("learned") == 0.0:
-        reason = (f"{FLAGGED}: the selection criterion never beat the untrained model's "
-                  f"({trained.metrics['initial_criterion']:.4g}); check the learning rate and "
-                  "the optimiser's settings")
+        reason = (f"{FLAGGED}: the selected weights do not beat the untrained model "
+                  f"(criterion {trained.metrics['initial_criterion']:.4g}) on the same draws; "
+                  "check the learning rate and the optimiser's settings")
         log(reason)
     record = {
         "run_id": run_id,

@@ -502,8 +502,8 @@ def _not_learned_note(finished: pd.DataFrame, models: list[str]) -> str | None:
               for model in models if (k := _not_learned(finished, model))]
     if not marked:
         return None
-    return (f"{NOT_LEARNED_MARK} Runs that did not learn: {', '.join(marked)}; their selection "
-            "criterion never got 1 % better than the untrained model's (`learned` = 0): check "
+    return (f"{NOT_LEARNED_MARK} Runs that did not learn: {', '.join(marked)}; their selected "
+            "weights do not beat the untrained model on the same draws (`learned` = 0): check "
             "the learning rate and the optimiser's settings before reading their numbers.")
 
 
