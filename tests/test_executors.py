@@ -1,11 +1,23 @@
 """Executors: local worker processes and SLURM job arrays through one submitit interface."""
 
+import contextlib
 import csv
 import os
+import signal
 import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 from vae_zoo.cli import main
-from vae_zoo.harness.executors import SlurmOptions, split_round_robin, worker_threads
+from vae_zoo.harness.executors import (
+    SlurmOptions,
+    child_pids,
+    split_round_robin,
+    stop_jobs,
+    worker_threads,
+)
 
 
 def summary_rows(results):
@@ -75,3 +87,45 @@ def test_slurm_without_a_cluster_is_bad_input(tiny_suite, tmp_path, monkeypatch,
                    "--executor", "slurm", "--wandb", "disabled"])
     assert status == 2
     assert "SLURM is not available here" in capsys.readouterr().err
+
+
+class LocalJobStandIn:
+    """What `stop_jobs` reads of a submitit local job: its id (the controller's pid), done()."""
+
+    def __init__(self, process: subprocess.Popen):
+        self.process, self.job_id = process, str(process.pid)
+
+    def done(self) -> bool:
+        return self.process.poll() is not None
+
+
+def test_stop_jobs_kills_a_controller_and_its_worker_that_ignore_sigterm():
+    """A job that has not left `patience` seconds after SIGTERM is killed, its worker (a child of
+    the controller) with it."""
+    ignoring = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    controller = subprocess.Popen([sys.executable, "-c", ignoring + (
+        "import subprocess, sys; subprocess.Popen([sys.executable, '-c', "
+        f"{ignoring + 'time.sleep(60)'!r}]); print('ready', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    assert controller.stdout.readline() == "ready\n"
+    deadline = time.monotonic() + 10
+    while not (workers := child_pids(controller.pid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (worker,) = workers
+    began = time.monotonic()
+    stop_jobs([LocalJobStandIn(controller)], patience=0.5)
+    assert controller.wait(timeout=10) == -signal.SIGKILL
+    assert 0.5 <= time.monotonic() - began < 10
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(worker, os.WNOHANG)  # reaped by init, not by us: this only hurries it
+        time.sleep(0.05)
+    status = Path(f"/proc/{worker}/stat")
+    assert not status.exists() or status.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_stop_jobs_sends_sigterm_and_waits_for_jobs_that_leave():
+    controller = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    stop_jobs([LocalJobStandIn(controller)], patience=30)
+    assert controller.wait(timeout=1) == -signal.SIGTERM
