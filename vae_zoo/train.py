@@ -43,23 +43,26 @@ RUNNING_LOSS_EVERY = 50  # batches between progress-bar updates of the running l
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """[train]: numbers are positive (non-negative where the default is 0), finite and at most
+    their metadata's `maximum` (checked by `suite.parse_dataclass`)."""
+
     # The budget: epochs trained, or the most epochs with early stopping (`patience` > 0). A
     # suite may write it as `max_epochs` when it sets `patience`.
-    epochs: int = 10
-    batch_size: int = 100
-    learning_rate: float = 1e-3
+    epochs: int = field(default=10, metadata={"maximum": 100_000})
+    batch_size: int = field(default=100, metadata={"maximum": 100_000})
+    learning_rate: float = field(default=1e-3, metadata={"maximum": 1.0})
     # "iwae-paper": Burda et al. (2015): passes i = 0..7 of 3**i epochs each with learning rate
     # 1e-3 * 10**(-i/7); `epochs` then caps the total (3,280 for the full schedule).
     lr_schedule: str = "constant"
-    adam_eps: float = 1e-8
+    adam_eps: float = field(default=1e-8, metadata={"maximum": 1.0})
     # Validation images per batch. Part of the identity although it looks like a speed setting:
     # the validation ELBO's draws come from the stream training continues with, in blocks whose
     # boundaries follow the batching, so it changes the later training noise and the best epoch.
-    eval_batch_size: int = 1000
+    eval_batch_size: int = field(default=1000, metadata={"maximum": 100_000})
     select: str = field(default="objective", metadata={"choices": SELECTIONS})
     # Early stopping: stop after this many epochs without a better selection criterion (0: off).
-    patience: int = 0
-    convergence_tolerance: float = 1e-3
+    patience: int = field(default=0, metadata={"maximum": 100_000})
+    convergence_tolerance: float = field(default=1e-3, metadata={"maximum": 1.0})
     keep_checkpoints: bool = field(default=True, metadata=STORAGE)  # weights in the run dir
 
 

@@ -27,14 +27,15 @@ class WorkerStopped(BaseException):
 
 @dataclass(frozen=True)
 class SlurmOptions:
-    """Resources of each array task; the suite's [slurm] table, overridden on the command line."""
+    """Resources of each array task; the suite's [slurm] table, overridden on the command line.
+    Bounds in the fields' metadata, as for `TrainConfig`."""
 
     partition: str | None = None
-    time_min: int = 240
-    gpus_per_node: int = 0
-    cpus_per_task: int = 2
-    mem_gb: int = 16
-    array_parallelism: int = 64
+    time_min: int = field(default=240, metadata={"maximum": 525_600})
+    gpus_per_node: int = field(default=0, metadata={"maximum": 64})
+    cpus_per_task: int = field(default=2, metadata={"maximum": 1024})
+    mem_gb: int = field(default=16, metadata={"maximum": 65_536})
+    array_parallelism: int = field(default=64, metadata={"maximum": 100_000})
     account: str | None = None
     qos: str | None = None
     constraint: str | None = None

@@ -7,6 +7,7 @@ in this process, in a worker process, or in a SLURM job.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import sys
@@ -423,10 +424,9 @@ def bytes_to_write(task: CellTask) -> int:
     cell = task.cell
     weights = 0
     if cell.train.keep_checkpoints:
-        image_shape = dataset_for(cell).image_shape
-        with torch.device("meta"):  # counts parameters without allocating them
-            model, _ = zoo.build(cell.model.entry, image_shape, cell.model.hyperparameters)
-        weights = 2 * 4 * zoo.count_parameters(model)
+        parameters, _ = zoo.meta_run(cell.model.entry, tuple(dataset_for(cell).image_shape),
+                                     json.dumps(cell.model.hyperparameters, sort_keys=True))
+        weights = 2 * 4 * parameters
     return weights + 16 * 2**20
 
 

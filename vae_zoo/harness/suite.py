@@ -80,22 +80,6 @@ METRIC_NAME_RULE = ("ASCII letters, digits and '_', starting with a letter, at m
 # within the 255 bytes file systems allow.
 MAX_RUN_NAME = 200
 
-# The bounds of the [train] and [slurm] settings, whose dataclasses declare only types and
-# defaults ([eval]'s are in EvalConfig's field metadata). Integers are otherwise positive (or
-# non-negative where the default is 0), numbers positive, and every number finite.
-BOUNDS = {
-    "train": {
-        "epochs": {"maximum": 100_000}, "batch_size": {"maximum": 100_000},
-        "learning_rate": {"maximum": 1.0}, "adam_eps": {"maximum": 1.0},
-        "eval_batch_size": {"maximum": 100_000}, "patience": {"maximum": 100_000},
-        "convergence_tolerance": {"maximum": 1.0},
-    },
-    "slurm": {
-        "time_min": {"maximum": 525_600}, "gpus_per_node": {"maximum": 64},
-        "cpus_per_task": {"maximum": 1024}, "mem_gb": {"maximum": 65_536},
-        "array_parallelism": {"maximum": 100_000},
-    },
-}
 # Linear probes of the true factors hold out a fifth of the test images and need at least two
 # images on each side (`metrics.factors.linear_probe_r2`).
 MIN_FACTOR_TEST_IMAGES = 8
@@ -441,7 +425,7 @@ def parse_model(name: str, table: dict) -> list[ModelSpec]:
 
 def parse_dataclass(cls, table: dict, where: str, aliases: dict | None = None):
     """Build the frozen dataclass `cls` from a TOML table, checking keys, value types and
-    ranges: a field's `minimum` and `maximum` from its metadata, else from `BOUNDS[where]`.
+    ranges: a field's `minimum` and `maximum` from its metadata.
     `aliases` maps a field to the key the suite wrote for it (in messages)."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     if not isinstance(table, dict):
@@ -450,7 +434,7 @@ def parse_dataclass(cls, table: dict, where: str, aliases: dict | None = None):
     values = {}
     for key, value in table.items():
         default = fields[key].default
-        rule = {**BOUNDS.get(where, {}).get(key, {}), **fields[key].metadata}
+        rule = fields[key].metadata
         choices = LR_SCHEDULES if key == "lr_schedule" else rule.get("choices")
         if key == "setup":
             ok = (isinstance(value, list) and len(value) <= 100
