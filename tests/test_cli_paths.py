@@ -20,7 +20,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -30,7 +29,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import TINY_SUITE
-from terminal import terminal_signals
+from terminal import interrupt_after_first_run
 
 import vae_zoo
 from vae_zoo.cli import main
@@ -594,22 +593,11 @@ def test_ctrl_c_on_a_running_vae_zoo_process_exits_130_leaving_only_complete_run
     tiny_suite.write_text(tiny_suite.read_text().replace("seeds = [0]", "seeds = [0, 1, 2, 3, 4]")
                           .replace("epochs = 2", "epochs = 4"))
     results = tmp_path / "results"
-    process = subprocess.Popen(
+    process = interrupt_after_first_run(
         [str(VAE_ZOO), "run", str(tiny_suite), "--results-dir", str(results), "--device", "cpu",
-         "--wandb", "disabled"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=terminal_signals)
-    try:
-        deadline = time.monotonic() + 120
-        while not any((d / "metrics.json").is_file() for d in run_dirs(results)):
-            assert process.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
-        os.killpg(process.pid, signal.SIGINT)
-        output, _ = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+         "--wandb", "disabled"], results / SUITE / "runs",
+        lambda pid: os.killpg(pid, signal.SIGINT), timeout=120)
+    output = process.stdout
     assert process.returncode == 130, output
     assert "interrupted: finished runs are kept; unfinished cells rerun next time." in output
     assert "Traceback" not in output

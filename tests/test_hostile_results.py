@@ -10,14 +10,13 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from terminal import terminal_signals
+from terminal import interrupt_after_first_run
 
 from vae_zoo import zoo
 from vae_zoo.cli import main
@@ -348,25 +347,13 @@ def test_an_interrupt_with_workers_stops_them_all_exits_130_and_writes_the_summa
                           .replace("epochs = 2", "epochs = 6"))
     results = tmp_path / "results"
     shutil.copytree(tiny_results[1] / "_cache", results / "_cache")
-    process = subprocess.Popen(
+    signals = {"SIGINT to the parent": lambda pid: os.kill(pid, signal.SIGINT),
+               "SIGTERM to the parent": lambda pid: os.kill(pid, signal.SIGTERM),
+               "Ctrl-C to the process group": lambda pid: os.killpg(pid, signal.SIGINT)}
+    process = interrupt_after_first_run(
         [str(VAE_ZOO), "run", str(tiny_suite), "--results-dir", str(results), "--device", "cpu",
-         "--wandb", "disabled", "--jobs", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=terminal_signals)
-    try:
-        deadline = time.monotonic() + 180
-        while not any((d / "metrics.json").is_file() for d in run_dirs(results)):
-            assert process.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
-        if how == "Ctrl-C to the process group":
-            os.killpg(process.pid, signal.SIGINT)
-        else:
-            os.kill(process.pid, signal.SIGINT if how.startswith("SIGINT") else signal.SIGTERM)
-        output, _ = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+         "--wandb", "disabled", "--jobs", "2"], results / SUITE / "runs", signals[how])
+    output = process.stdout
     assert process.returncode == 130, output
     assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
     assert output.rstrip().endswith(
