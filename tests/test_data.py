@@ -231,7 +231,7 @@ def test_real_fashion_mnist_from_the_debian_package(tmp_path, monkeypatch):
 
 
 def test_every_dataset_is_registered_with_binarisation():
-    assert set(DATASETS) == {"circles", "digits", "mnist", "fashion-mnist"}
+    assert set(DATASETS) == {"circles", "sprites", "dsprites", "digits", "mnist", "fashion-mnist"}
 
 
 @pytest.mark.parametrize("change", [{"binarize": "none"}, {"data_seed": 1}, {"val_size": 99}])

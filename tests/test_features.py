@@ -111,7 +111,8 @@ def test_every_dataset_has_a_minimum_accuracy():
     from vae_zoo.data import DATASETS
 
     assert set(MIN_TEST_ACCURACY) == set(DATASETS)
-    assert all(0.5 < floor.minimum < 1 for floor in MIN_TEST_ACCURACY.values())
+    # Above the chance of five bins (0.2): sprites' orientation head is ambiguous by design.
+    assert all(0.2 < floor.minimum < 1 for floor in MIN_TEST_ACCURACY.values())
 
 
 def made(name: str, train_images: int, **options) -> ImageData:

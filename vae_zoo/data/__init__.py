@@ -10,9 +10,11 @@ data is loaded.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from vae_zoo.data import sources
+import torch
+
+from vae_zoo.data import sources, sprites
 from vae_zoo.data.batches import BINARIZE_MODES, ImageData, Split, make_splits, result_options
 from vae_zoo.settings import machine_memory
 
@@ -68,6 +70,55 @@ def circles_problem(train_size: int, val_size: int, test_size: int, side: int, m
     return None
 
 
+# A sprites image is held as uint8 (one byte per pixel), twice while the splits are made, and
+# the whole may take at most a quarter of the machine's memory.
+SPRITE_COPIES = 2
+
+
+def sprites_problem(subsample: int, val_size: int, test_size: int, side: int, memory: int,
+                    **_) -> str | None:
+    """The grid has 737,280 images: `subsample` of them (0: all) are drawn, `test_size` of
+    those test and `val_size` validate; the rest train."""
+    if not 0 <= subsample <= sprites.GRID_POINTS:
+        return (f"subsample = {subsample}; expected 0 (the whole grid) or a number of grid "
+                f"points from 1 to {sprites.GRID_POINTS:,}")
+    for key, size in (("val_size", val_size), ("test_size", test_size)):
+        if size < 1:
+            return f"{key} = {size}; each split needs at least 1 image"
+    images = subsample or sprites.GRID_POINTS
+    if val_size + test_size >= images:
+        return (f"test_size = {test_size:,} and val_size = {val_size:,} leave no training "
+                f"images of the {images:,} grid points drawn (subsample = {subsample}); "
+                f"draw more or hold out fewer")
+    return image_side_problem(side, images, memory)
+
+
+def image_side_problem(side: int, images: int, memory: int) -> str | None:
+    """A sprite side out of range or not a multiple of `sprites.SIDE_MULTIPLE`, or more pixels
+    than a quarter of `memory` holds."""
+    low, high = sprites.SIDES
+    if not low <= side <= high or side % sprites.SIDE_MULTIPLE:
+        return (f"side = {side}; expected a multiple of {sprites.SIDE_MULTIPLE} from {low} to "
+                f"{high} (pixels per side; dSprites has 64, 32 suits a CPU)")
+    needed = images * side * side * SPRITE_COPIES
+    if needed * CIRCLE_MEMORY_SHARE > memory:
+        return (f"{images:,} images of {side}x{side} pixels need {needed / 2**30:,.1f} GiB, "
+                f"more than 1/{CIRCLE_MEMORY_SHARE} of this machine's memory "
+                f"({memory / 2**30:,.1f} GiB); draw fewer with `subsample` or use a smaller side")
+    return None
+
+
+def dsprites_problem(subsample: int, val_size: int, test_size: int, memory: int,
+                     **_) -> str | None:
+    """As sprites, at dSprites' own 64 pixels."""
+    return sprites_problem(subsample, val_size, test_size, sprites.DSPRITES_SIDE, memory)
+
+
+def sprites_split_sizes(subsample: int, val_size: int, test_size: int,
+                        **_) -> tuple[int, int, int]:
+    return (subsample or sprites.GRID_POINTS) - val_size - test_size, val_size, test_size
+
+
 def digits_problem(test_size: int, val_size: int, **_) -> str | None:
     """The test and validation images come out of the 1,797 digits; the rest train."""
     for key, size in (("val_size", val_size), ("test_size", test_size)):
@@ -106,6 +157,34 @@ DATASETS: dict[str, DatasetSpec] = {
             has_factors=True,
         ),
         DatasetSpec(
+            "sprites",
+            "procedural dSprites design: 737,280 binary images, one per point of a grid of "
+            "shape, scale, orientation, x and y",
+            {"side": 64, "subsample": 0, "val_size": 10000, "test_size": 10000, "data_seed": 0},
+            lambda side, subsample, test_size, data_seed, **_: with_grid(
+                sprites.sprites_source(side, subsample, test_size, data_seed),
+                sprites.selected_indices(subsample, test_size, data_seed),
+                sprites.sprites_grid(side)),
+            image_shape=lambda side, **_: (1, side, side),
+            split_sizes=sprites_split_sizes,
+            problem=sprites_problem,
+            has_factors=True,
+        ),
+        DatasetSpec(
+            "dsprites",
+            f"the original dSprites file ({sprites.DSPRITES_FILE}) from the data directory, "
+            "as sprites",
+            {"subsample": 0, "val_size": 10000, "test_size": 10000, "data_seed": 0},
+            lambda subsample, test_size, data_seed, **_: with_grid(
+                sprites.dsprites_source(subsample, test_size, data_seed),
+                sprites.selected_indices(subsample, test_size, data_seed),
+                sprites.dsprites_grid()),
+            image_shape=lambda **_: (1, sprites.DSPRITES_SIDE, sprites.DSPRITES_SIDE),
+            split_sizes=sprites_split_sizes,
+            problem=dsprites_problem,
+            has_factors=True,
+        ),
+        DatasetSpec(
             "digits",
             "scikit-learn's bundled 8x8 handwritten digits (offline)",
             {"test_size": 297, "val_size": 200, "data_seed": 0},
@@ -137,6 +216,12 @@ DATASETS: dict[str, DatasetSpec] = {
         ),
     ]
 }
+
+
+def with_grid(source: sources.Source, indices: tuple, grid) -> sources.Source:
+    """`source` with the grid indices of its train and test images, and its factor grid."""
+    train, test = (torch.from_numpy(part) for part in indices)
+    return replace(source, train_factor_indices=train, test_factor_indices=test, grid=grid)
 
 
 def dataset_options(name: str, overrides: dict | None = None) -> dict:
@@ -176,12 +261,15 @@ def load_dataset(name: str, options: dict | None = None) -> ImageData:
     source = DATASETS[name].load_source(**resolved)
     return make_splits(
         name,
-        Split(source.train_images, source.train_labels, source.train_factors),
-        Split(source.test_images, source.test_labels, source.test_factors),
+        Split(source.train_images, source.train_labels, source.train_factors,
+              source.train_factor_indices),
+        Split(source.test_images, source.test_labels, source.test_factors,
+              source.test_factor_indices),
         val_size=resolved["val_size"],
         binarize=resolved["binarize"],
         split_seed=resolved.get("data_seed", 0),
         factor_names=source.factor_names,
         num_classes=source.num_classes,
         options=resolved,
+        grid=source.grid,
     )

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
+from vae_zoo.data.grid import FactorGrid
+
 BINARIZE_MODES = ("dynamic", "fixed", "none")
 # Options that say how to obtain the data, not what it is: left out of the fingerprint (and of
 # run identities), so that e.g. `download = false` on an offline cluster finds the same cells.
@@ -41,7 +43,8 @@ FIXED_BINARIZATION_SEEDS = {"train": 1234, "val": 1235, "test": 1236}
 class Split:
     pixels: Tensor  # (n, C, H, W) uint8, 0..255
     labels: Tensor | None = None  # (n,) int64
-    factors: Tensor | None = None  # (n, F) float32
+    factors: Tensor | None = None  # (n, F) float32, the factors' values
+    factor_indices: Tensor | None = None  # (n, F) int64, their indices on the grid (sprites)
 
     def __post_init__(self) -> None:
         if self.pixels.dtype != torch.uint8:
@@ -67,13 +70,15 @@ class Split:
         def pick(values: Tensor | None) -> Tensor | None:
             return None if values is None else values[index]
 
-        return Split(self.pixels[index], pick(self.labels), pick(self.factors))
+        return Split(self.pixels[index], pick(self.labels), pick(self.factors),
+                     pick(self.factor_indices))
 
     def to(self, device: torch.device | str) -> Split:
         def move(values: Tensor | None) -> Tensor | None:
             return None if values is None else values.to(device)
 
-        return Split(self.pixels.to(device), move(self.labels), move(self.factors))
+        return Split(self.pixels.to(device), move(self.labels), move(self.factors),
+                     move(self.factor_indices))
 
 
 @dataclass
@@ -88,6 +93,9 @@ class ImageData:
     factor_names: tuple[str, ...] = ()
     num_classes: int = 0
     options: dict = field(default_factory=dict)
+    # The factors as a full grid any image can be drawn from (datasets with factors; the
+    # disentanglement metrics draw from it). Determined by the name and options.
+    grid: FactorGrid | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -106,16 +114,17 @@ class ImageData:
         """A short hash of the exact data every run sees, to tell datasets apart in run ids.
 
         It covers the name, the options (canonical JSON, without `LOADING_OPTIONS`) and, for
-        each split, the shape and bytes
-        of the uint8 pixels, the labels as little-endian int64 and the factors as little-endian
-        float32: the bytes as stored, with no float conversion, so equal data hashes equally on
-        every machine."""
+        each split, the shape and bytes of the uint8 pixels, the labels as little-endian int64,
+        the factors as little-endian float32 and their grid indices as little-endian int64
+        (where present): the bytes as stored, with no float conversion, so equal data hashes
+        equally on every machine."""
         digest = hashlib.sha256(self.name.encode())
         options = result_options(self.options)
         digest.update(json.dumps(options, sort_keys=True, separators=(",", ":")).encode())
         for split_name, split in (("train", self.train), ("val", self.val), ("test", self.test)):
             fields = (("pixels", split.pixels, "u1"), ("labels", split.labels, "<i8"),
-                      ("factors", split.factors, "<f4"))
+                      ("factors", split.factors, "<f4"),
+                      ("factor_indices", split.factor_indices, "<i8"))
             for field_name, values, byte_order in fields:
                 if values is None:
                     continue
@@ -158,6 +167,7 @@ def make_splits(
     factor_names: tuple[str, ...] = (),
     num_classes: int = 0,
     options: dict | None = None,
+    grid: FactorGrid | None = None,
 ) -> ImageData:
     """Carve a validation split from `train` with a fixed seed and apply the binarisation."""
     if binarize not in BINARIZE_MODES:
@@ -180,4 +190,5 @@ def make_splits(
         factor_names=factor_names,
         num_classes=num_classes,
         options=dict(options or {}),
+        grid=grid,
     )

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vae_zoo.data.grid import FactorGrid
 from vae_zoo.errors import UserError
 
 
@@ -37,11 +38,21 @@ class Source:
     test_factors: Tensor | None = None
     factor_names: tuple[str, ...] = ()
     num_classes: int = 0
+    train_factor_indices: Tensor | None = None  # (n, F) int64, on the factor grid
+    test_factor_indices: Tensor | None = None
+    grid: FactorGrid | None = None
 
 
 # --- circles -------------------------------------------------------------------------------------
 
 CIRCLE_FACTORS = ("centre_x", "centre_y", "radius")
+
+
+CIRCLE_LOW = (0.25, 0.25, 0.08)  # centre x, centre y, radius, as fractions of the side
+CIRCLE_HIGH = (0.75, 0.75, 0.22)
+# The factor grid the disentanglement metrics draw circles from (the training circles' factors
+# are continuous): evenly spaced values over the same ranges, ends included.
+CIRCLE_GRID_SIZES = (16, 16, 8)
 
 
 def circles(train_size: int, test_size: int, side: int, data_seed: int) -> Source:
@@ -51,24 +62,13 @@ def circles(train_size: int, test_size: int, side: int, data_seed: int) -> Sourc
     in [0.25, 0.75], radius in [0.08, 0.22], so every disc lies inside the image. The same
     arguments give the same bytes on every machine.
     """
-    # Bit-identical on every CPU: the factors come from torch's mt19937 stream (portable), and the
-    # rendering uses only float64 subtraction, multiplication, addition, sqrt and clip, which
-    # IEEE 754 rounds correctly everywhere (no float32 kernels, no vectorised transcendentals).
+    # Bit-identical on every CPU: the factors come from torch's mt19937 stream (portable).
     count = train_size + test_size
     generator = torch.Generator().manual_seed(data_seed)
     uniform = torch.rand(count, 3, generator=generator, dtype=torch.float64).numpy()
-    low = np.array([0.25, 0.25, 0.08])
-    high = np.array([0.75, 0.75, 0.22])
+    low, high = np.array(CIRCLE_LOW), np.array(CIRCLE_HIGH)
     factors = low + (high - low) * uniform  # (count, 3) float64
-    centre_x, centre_y, radius = (factors[:, i, None, None] * side for i in range(3))
-    pixel_centres = np.arange(side, dtype=np.float64) + 0.5
-    dx = pixel_centres[None, None, :] - centre_x  # (count, 1, side)
-    dy = pixel_centres[None, :, None] - centre_y  # (count, side, 1)
-    distance = np.sqrt(dx * dx + dy * dy)  # (count, side, side)
-    # A pixel is covered by the disc in proportion to how far inside the edge its centre lies.
-    coverage = np.clip(radius - distance + 0.5, 0.0, 1.0, out=distance)
-    pixels = np.rint(coverage * 255).astype(np.uint8)
-    pixels = torch.from_numpy(pixels).unsqueeze(1)  # (count, 1, side, side)
+    pixels = torch.from_numpy(render_discs(factors, side))  # (count, 1, side, side)
     factors = torch.from_numpy(factors.astype(np.float32))
     return Source(
         train_images=pixels[:train_size],
@@ -76,7 +76,36 @@ def circles(train_size: int, test_size: int, side: int, data_seed: int) -> Sourc
         train_factors=factors[:train_size],
         test_factors=factors[train_size:],
         factor_names=CIRCLE_FACTORS,
+        grid=circles_grid(side),
     )
+
+
+def render_discs(factors: np.ndarray, side: int) -> np.ndarray:
+    """uint8 images `(N, 1, side, side)` of discs with centre x, centre y and radius `(N, 3)`
+    float64, as fractions of the side."""
+    # The rendering uses only float64 subtraction, multiplication, addition, sqrt and clip, which
+    # IEEE 754 rounds correctly everywhere (no float32 kernels, no vectorised transcendentals).
+    centre_x, centre_y, radius = (factors[:, i, None, None] * side for i in range(3))
+    pixel_centres = np.arange(side, dtype=np.float64) + 0.5
+    dx = pixel_centres[None, None, :] - centre_x  # (count, 1, side)
+    dy = pixel_centres[None, :, None] - centre_y  # (count, side, 1)
+    distance = np.sqrt(dx * dx + dy * dy)  # (count, side, side)
+    # A pixel is covered by the disc in proportion to how far inside the edge its centre lies.
+    coverage = np.clip(radius - distance + 0.5, 0.0, 1.0, out=distance)
+    return np.rint(coverage * 255).astype(np.uint8)[:, None]
+
+
+def circles_grid(side: int) -> FactorGrid:
+    """The grid of circles the disentanglement metrics draw from: `CIRCLE_GRID_SIZES` evenly
+    spaced values of each factor over its range (ends included), rendered as `circles` does."""
+    values = tuple(np.linspace(low, high, size) for low, high, size
+                   in zip(CIRCLE_LOW, CIRCLE_HIGH, CIRCLE_GRID_SIZES))
+
+    def render(indices: np.ndarray) -> np.ndarray:
+        factors = np.stack([values[k][indices[:, k]] for k in range(3)], 1)
+        return render_discs(factors, side)
+
+    return FactorGrid(CIRCLE_FACTORS, values, render)
 
 
 # --- digits --------------------------------------------------------------------------------------

@@ -70,6 +70,14 @@ MIN_TEST_ACCURACY = {
     # Measured per factor (binarised, side 28, 5 bins): centre_x 0.976, centre_y 0.966, radius
     # 0.915 with 8,000 training circles; 0.976, 0.968, 0.924 with 20,000 (the default suite).
     "circles": AccuracyFloor(0.88, 8_000),
+    # Measured per factor on 10,000 sprites at side 32 (binarised; the disentanglement-smoke
+    # suite, 19 epochs): shape 0.877, scale 0.966, orientation 0.443, x 0.981, y 0.983. The
+    # orientation is ambiguous by design (a square repeats every π/2 and an ellipse every π,
+    # as in dSprites), so its 5 bins cannot all be told apart; the floor guards against a
+    # broken net (chance is 0.2), and holds for the default side 64 with at least 10,000
+    # training images, where the sprites are drawn finer. Not yet measured at side 64.
+    "sprites": AccuracyFloor(0.3, 10_000),
+    "dsprites": AccuracyFloor(0.3, 10_000),  # the same design as sprites; not measured
 }
 # Options that change what the images look like: a floor holds only at their default values.
 # (The sizes and seeds change which images there are and how many, not how they look.)
