@@ -41,6 +41,8 @@ batch_size = 50
 [eval]
 nll_samples = 20
 grid_images = 8
+disentanglement = ["mig"]
+factor_points = 500
 [dataset.circles]
 side = 8
 train_size = 300

@@ -16,6 +16,7 @@ Expected values are computed with numpy (and scipy for a matrix square root) fro
 """
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from torch import nn
 
 from vae_zoo import zoo
 from vae_zoo.data import ImageData, Split
+from vae_zoo.data.grid import FactorGrid
 from vae_zoo.evaluate import (
     ACTIVE_UNIT_THRESHOLD,
     EvalConfig,
@@ -426,8 +428,8 @@ def test_evaluate_passes_its_settings_to_the_estimators(monkeypatch):
 
 def test_factor_metrics_on_their_own_read_the_same_posterior_means():
     """`groups=("factors",)` encodes the test images itself (no latents group before it) and
-    gives the same MIG and probe scores as a full evaluation; the factor is the first pixel,
-    which the encoder's mean copies, so the probe's R² is 1."""
+    gives the same probe scores as a full evaluation; the factor is the first pixel, which the
+    encoder's mean copies, so the probe's R² is 1."""
     pixels = binary_pixels(60, 0.5, seed=3)
     factor = torch.from_numpy(pixels[:, 0, 0, 0].numpy() / 255.0).float()[:, None]
     split = Split(pixels, factors=factor)
@@ -439,8 +441,72 @@ def test_factor_metrics_on_their_own_read_the_same_posterior_means():
     everything, _ = evaluate(model, data, EvalConfig(), seed=0, log=quiet,
                              groups=("latents", "factors"))
     assert alone["probe_r2_first"] == pytest.approx(1.0)
-    for name in ("mig", "probe_r2_first"):
-        assert alone[name] == everything[name]
+    assert alone["probe_r2_first"] == everything["probe_r2_first"]
+
+
+class PixelCopyEncoder(nn.Module):
+    """E_q[z_u | x] = 2 · x_u - 1 for the first `latent` pixels (a code equal to the factors
+    where each factor is drawn as one pixel), log-variance 0."""
+
+    def __init__(self, latent: int):
+        super().__init__()
+        self.latent = latent
+
+    def forward(self, x):
+        mean = 2 * x.flatten(1)[:, :self.latent] - 1
+        return mean, torch.zeros_like(mean)
+
+
+def pixel_grid(sizes=(2, 2, 2)) -> FactorGrid:
+    """A grid of binary factors, factor k drawn as pixel k (on when its index is 1)."""
+    def render(indices):
+        pixels = np.zeros((len(indices), *IMAGE), dtype=np.uint8).reshape(len(indices), -1)
+        pixels[:, :indices.shape[1]] = indices * 255
+        return pixels.reshape(len(indices), *IMAGE)
+
+    return FactorGrid(("a", "b", "c"), tuple(np.arange(size, dtype=float) for size in sizes),
+                      render)
+
+
+def test_disentanglement_metrics_score_a_code_equal_to_the_factors_at_their_maximum():
+    """Wiring, with a known answer: the model's code copies the pixels that draw the grid's
+    factors, so every metric drawn from the grid through `evaluate` is at its maximum (the
+    values the metrics give a code equal to the factors, tests/test_factors.py): BetaVAE,
+    FactorVAE, DCI and explicitness 1, and SAP 1/2 (binary factors: the best code classifies
+    perfectly and the others at chance, up to the sampling error of the held-out points: 3
+    standard deviations allowed). MIG, modularity and `factor_mi` (the identity matrix)
+    are 1 less the plug-in bias of the mutual information of independent codes and factors on
+    N random points, about (2 - 1)(2 - 1) / 2N nats over an entropy of log 2 (allowed twice
+    over). Each metric has its own stream, so computing it alone gives the same value."""
+    pixels = binary_pixels(40, 0.5, seed=5)
+    data = replace(made_data(pixels, pixels.clone()), grid=pixel_grid())
+    networks = Networks([PixelCopyEncoder(3)], [], ConstantLogits(pixel_logits()), [3])
+    model = VAE(networks, BernoulliLikelihood(), StandardNormalPrior(3)).eval()
+    config = EvalConfig(factor_points=400, factor_test_points=200, factor_votes=60,
+                        factor_eval_votes=30, factor_variance_points=200, factor_batch=16,
+                        dci_trees=10, batch_size=50)
+    metrics, arrays = evaluate(model, data, config, seed=0, log=quiet,
+                               groups=("disentanglement",))
+    for name in ("beta_vae", "factor_vae", "dci_disentanglement", "dci_completeness",
+                 "dci_informativeness", "explicitness"):
+        assert metrics[name] == pytest.approx(1.0, abs=1e-9), name
+    chance_error = 3 * math.sqrt(0.25 / config.factor_test_points)
+    assert 0.5 - chance_error <= metrics["sap"] <= 0.5
+    bias = 2 * 1 / (2 * config.factor_points * math.log(2))
+    assert 1 - bias <= metrics["mig"] <= 1
+    assert 1 - bias <= metrics["modularity"] <= 1
+    np.testing.assert_allclose(arrays["factor_mi"], np.eye(3), atol=bias)
+    alone, _ = evaluate(model, data, replace(config, disentanglement=("sap",)), seed=0,
+                        log=quiet, groups=("disentanglement",))
+    assert alone["sap"] == metrics["sap"]
+
+
+def test_disentanglement_metrics_need_a_factor_grid():
+    """A dataset without a factor grid gets no disentanglement metric (and no error)."""
+    pixels = binary_pixels(20, 0.5, seed=6)
+    metrics, _ = evaluate(constant_model(), made_data(pixels, pixels.clone()), EvalConfig(),
+                          seed=0, log=quiet, groups=("disentanglement",))
+    assert set(metrics) == {"eval_seconds"}
 
 
 @pytest.mark.parametrize("test_count, val_count, count, draws",

@@ -25,25 +25,40 @@ Metrics (nats per image unless named otherwise; docs/metrics.md has every defini
   disjoint draws of held-out real images, averaged over the draws (`fid_ref`, `kid_ref`,
   `precision_ref`, `recall_ref`) with their standard deviation over draws (`fid_ref_sd`, ...)
   and the number of draws, `ref_draws` (see `sample_reference`).
-- factors (datasets with true factors): `mig`, `probe_r2_<factor>`, from the posterior means
-  of every layer; traversals sweep the top layer.
+- factors (datasets with true factors): `probe_r2_<factor>`, from the test images' posterior
+  means of every layer; traversals sweep the top layer.
+- disentanglement (datasets with a factor grid): `beta_vae`, `factor_vae`, `mig`,
+  `dci_disentanglement`, `dci_completeness`, `dci_informativeness`, `sap`, `modularity`,
+  `explicitness` (and their `_train` and `factor_vae_active` diagnostics), as
+  disentanglement_lib computes them, from images drawn from the grid (`disentanglement_metrics`).
 """
 
 from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from torch import Tensor
 
 from vae_zoo.data import ImageData
 from vae_zoo.data.batches import binarize_fixed
 from vae_zoo.metrics.ais import AISConfig, ais_log_likelihood, bdmc, refusal
-from vae_zoo.metrics.factors import linear_probe_r2, mutual_information_gap
+from vae_zoo.metrics.factors import (
+    beta_vae_score,
+    dci,
+    factor_vae_score,
+    linear_probe_r2,
+    modularity_explicitness,
+    mutual_information_gap,
+    normalised_mutual_information,
+    sap_score,
+)
 from vae_zoo.metrics.likelihood import (
     ImportanceSampling,
     elbo_terms,
@@ -56,6 +71,10 @@ from vae_zoo.model import VAE
 from vae_zoo.roles import PRESENTATION, SPEED
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2015)
+# The disentanglement metrics, in disentanglement_lib's order; see `disentanglement_metrics`.
+DISENTANGLEMENT_METRICS = ("beta_vae", "factor_vae", "mig", "dci", "sap", "modularity")
+# Evaluation settings that apply only to datasets with a factor grid.
+FACTORS = {"applies": "factors"}
 
 # Functions run `with torch.inference_mode():` rather than under the decorator: mutmut (`make
 # mutants`) does not mutate decorated functions.
@@ -98,6 +117,31 @@ class EvalConfig:
     grid_images: int = field(default=64, metadata={**PRESENTATION, "maximum": 10_000})
     latent_points: int = field(default=1000, metadata={**PRESENTATION, "maximum": 1_000_000})
     traversal_steps: int = field(default=9, metadata={**PRESENTATION, "maximum": 1_000})
+    # Disentanglement metrics on datasets with a factor grid (circles, sprites), with
+    # disentanglement_lib's settings by default; docs/metrics.md defines each. They apply only
+    # to such datasets, and are part of the evaluation identity only there.
+    disentanglement: tuple[str, ...] = field(
+        default=DISENTANGLEMENT_METRICS, metadata={**FACTORS, "choices": DISENTANGLEMENT_METRICS})
+    # grid points the codes of MIG, DCI, SAP and modularity are fitted on, and held-out points
+    # DCI, SAP and explicitness are scored on
+    factor_points: int = field(default=10_000, metadata={**FACTORS, "minimum": 10,
+                                                         "maximum": 1_000_000})
+    factor_test_points: int = field(default=5_000, metadata={**FACTORS, "minimum": 10,
+                                                             "maximum": 1_000_000})
+    # BetaVAE and FactorVAE scores: images per vote, votes to train and to score the
+    # classifier, points of the global variances and FactorVAE's threshold of an active code
+    factor_batch: int = field(default=64, metadata={**FACTORS, "minimum": 2, "maximum": 10_000})
+    factor_votes: int = field(default=10_000, metadata={**FACTORS, "minimum": 10,
+                                                        "maximum": 1_000_000})
+    factor_eval_votes: int = field(default=5_000, metadata={**FACTORS, "minimum": 10,
+                                                            "maximum": 1_000_000})
+    factor_variance_points: int = field(default=10_000, metadata={**FACTORS, "minimum": 2,
+                                                                  "maximum": 1_000_000})
+    factor_vae_threshold: float = field(default=0.05, metadata={**FACTORS, "maximum": 1e6})
+    # boosting stages of each DCI classifier (scikit-learn's default; they cost the most time)
+    dci_trees: int = field(default=100, metadata={**FACTORS, "maximum": 10_000})
+    # equal-width bins of each code for MIG and modularity
+    mig_bins: int = field(default=20, metadata={**FACTORS, "minimum": 2, "maximum": 10_000})
 
 
 class Timer:
@@ -115,8 +159,8 @@ class Timer:
 
 
 # What `evaluate(groups=...)` can compute on its own (`vae-zoo evaluate --metrics`).
-METRIC_GROUPS = ("elbo", "nll", "iwae", "ais", "bdmc", "latents", "factors", "samples",
-                 "images")
+METRIC_GROUPS = ("elbo", "nll", "iwae", "ais", "bdmc", "latents", "factors",
+                 "disentanglement", "samples", "images")
 
 
 def evaluate(model: VAE, data: ImageData, config: EvalConfig, *, seed: int,
@@ -190,6 +234,10 @@ def evaluate(model: VAE, data: ImageData, config: EvalConfig, *, seed: int,
         metrics.update(timed("factors", lambda: factor_metrics(
             means, factors, data.factor_names, seed)))
         arrays["traversals"] = traversals(model, images[:1], config.traversal_steps).numpy()
+
+    if data.grid is not None and config.disentanglement and wanted("disentanglement"):
+        metrics.update(timed("disentanglement", lambda: disentanglement_metrics(
+            model, data, config, seed, arrays)))
 
     if samples is not None and wanted("samples"):
         metrics.update(timed("samples", lambda: sample_metrics(model, data, samples, config, seed)))
@@ -298,11 +346,86 @@ def active_unit_metrics(model: VAE, mean_variance: Tensor) -> dict[str, float]:
 
 def factor_metrics(latent_means: Tensor, factors: Tensor, factor_names: tuple[str, ...],
                    seed: int) -> dict[str, float]:
-    """MIG and a linear probe's held-out R² per factor, from posterior means."""
-    metrics = {"mig": mutual_information_gap(latent_means, factors)}
+    """A linear probe's held-out R² per factor, from the test images' posterior means."""
     scores = linear_probe_r2(latent_means, factors, seed=seed)
-    metrics.update({f"probe_r2_{name}": score for name, score in zip(factor_names, scores)})
+    return {f"probe_r2_{name}": score for name, score in zip(factor_names, scores)}
+
+
+def grid_encoder(model: VAE, data: ImageData, generator: torch.Generator,
+                 batch_size: int) -> Callable[[np.ndarray], np.ndarray]:
+    """The representation the disentanglement metrics score: factor indices `(N, F)` on the
+    data's grid -> posterior means of every layer `(N, Σ d_l)` float64 of their images,
+    binarised as the test images are (a fresh draw from `generator`) where the data are."""
+
+    def encode(indices: np.ndarray) -> np.ndarray:
+        codes = []
+        with torch.inference_mode():
+            for part in np.array_split(indices, max(1, -(-len(indices) // batch_size))):
+                pixels = torch.from_numpy(data.grid.images(part)).to(data.device)
+                images = pixels.float().div_(255)
+                if data.binarize != "none":
+                    images = torch.bernoulli(images, generator=generator)
+                codes.append(torch.cat(model.posterior_means(images), -1).double().cpu())
+        return torch.cat(codes).numpy()
+
+    return encode
+
+
+def disentanglement_metrics(model: VAE, data: ImageData, config: EvalConfig, seed: int,
+                            arrays: dict[str, np.ndarray]) -> dict[str, float]:
+    """The metrics of `config.disentanglement` from images drawn from the data's factor grid,
+    as disentanglement_lib computes them (`vae_zoo.metrics.factors`), each with its own random
+    stream (seeded with `seed` and the metric's place in `DISENTANGLEMENT_METRICS`) so that its
+    value does not depend on which others ran. `arrays["factor_mi"]` keeps the mutual
+    information of each code with each factor over the factor's entropy `(L, F)`, from MIG's
+    points, to label traversals."""
+    metrics: dict[str, float] = {}
+    with warnings.catch_warnings():
+        # scikit-learn's logistic regressions (BetaVAE, explicitness) stop at their default
+        # 100 iterations on separable votes, as disentanglement_lib's settings have them do.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for metric in config.disentanglement:
+            disentanglement_metric(metric, model, data, config, seed, metrics, arrays)
     return metrics
+
+
+def disentanglement_metric(metric: str, model: VAE, data: ImageData, config: EvalConfig,
+                           seed: int, metrics: dict[str, float],
+                           arrays: dict[str, np.ndarray]) -> None:
+    """One metric of `disentanglement_metrics`, added to `metrics` (MIG also to `arrays`)."""
+    grid = data.grid
+    rng = np.random.default_rng([seed, DISENTANGLEMENT_METRICS.index(metric)])
+    generator = torch.Generator(device=data.device).manual_seed(int(rng.integers(2**62)))
+    encode = grid_encoder(model, data, generator, config.batch_size)
+    if metric == "beta_vae":
+        metrics.update(beta_vae_score(
+            encode, grid.sizes, rng, batch_size=config.factor_batch,
+            num_train=config.factor_votes, num_eval=config.factor_eval_votes))
+        return
+    if metric == "factor_vae":
+        metrics.update(factor_vae_score(
+            encode, grid.sizes, rng, batch_size=config.factor_batch,
+            num_train=config.factor_votes, num_eval=config.factor_eval_votes,
+            num_variance_estimate=config.factor_variance_points,
+            threshold=config.factor_vae_threshold))
+        return
+    train_factors = grid.sample(config.factor_points, rng)
+    train_codes = encode(train_factors)
+    if metric == "mig":
+        metrics["mig"] = mutual_information_gap(train_codes, train_factors, bins=config.mig_bins)
+        arrays["factor_mi"] = normalised_mutual_information(
+            train_codes, train_factors, bins=config.mig_bins).astype(np.float32)
+        return
+    test_factors = grid.sample(config.factor_test_points, rng)
+    test_codes = encode(test_factors)
+    if metric == "dci":
+        metrics.update(dci(train_codes, train_factors, test_codes, test_factors,
+                           seed=int(rng.integers(2**31)), trees=config.dci_trees))
+    elif metric == "sap":
+        metrics["sap"] = sap_score(train_codes, train_factors, test_codes, test_factors)
+    else:
+        metrics.update(modularity_explicitness(train_codes, train_factors, test_codes,
+                                               test_factors, bins=config.mig_bins))
 
 
 def draw_samples(model: VAE, data: ImageData, count: int, generator: torch.Generator) -> Tensor:

@@ -25,7 +25,7 @@ import dataclasses
 import hashlib
 import json
 
-from vae_zoo.data import result_options
+from vae_zoo.data import DATASETS, result_options
 from vae_zoo.harness.sweeps import slug
 
 TRAINING_VERSION = 2  # 2: selection by the objective, validation objective every epoch
@@ -62,9 +62,14 @@ def evaluation_identity(cell, device: str, *, test_size: int | None = None,
 
     With the data's split sizes, settings are hashed as they take effect: `nll_images` at or
     above the test set's size means all of it (0), and `fid_samples` is capped, as the sample
-    metrics cap it, at the test and validation sizes.
+    metrics cap it, at the test and validation sizes. Settings that apply only to datasets with
+    factors (the disentanglement metrics') are left out for the others.
     """
     settings = result_settings(cell.eval)
+    if not DATASETS[cell.dataset].has_factors:
+        for setting in dataclasses.fields(cell.eval):
+            if setting.metadata.get("applies") == "factors":
+                settings.pop(setting.name, None)
     if test_size is not None and settings["nll_images"] >= test_size:
         settings["nll_images"] = 0
     if test_size is not None and val_size is not None:

@@ -58,14 +58,18 @@ class PlannedCell:
                 **{f"hp_{key}": format_value(value) if isinstance(value, list) else value
                    for key, value in model.sweep.items()}}
 
-    def config(self, device: str, image_shape: tuple[int, ...] | None = None) -> dict:
-        """config.json: the resolved configuration, the identities and their digests."""
+    def config(self, device: str, image_shape: tuple[int, ...] | None = None,
+               factor_names: tuple[str, ...] = ()) -> dict:
+        """config.json: the resolved configuration, the identities and their digests (and,
+        from the loaded data, the image shape and the names of the true factors, if any)."""
         config = {"run_id": self.run_id, "train_id": self.run_id.rsplit("-", 1)[1],
                   "eval_id": self.eval_id, **self.cell.config(self.fingerprint),
                   "device": device,
                   "identity": {"training": self.training, "evaluation": self.evaluation}}
         if image_shape is not None:
             config["dataset"]["image_shape"] = list(image_shape)
+        if factor_names:
+            config["dataset"]["factor_names"] = list(factor_names)
         return config
 
 

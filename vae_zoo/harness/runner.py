@@ -327,7 +327,7 @@ def _run_claimed_cell(task: CellTask, store: SuiteStore, action: str,
         return {"run_id": run_id, "status": FAILED,
                 "reason": f"its checkpoint is gone: `vae-zoo run {cell.suite}` trains it again"}
     data = dataset_for(cell)
-    config = planned.config(task.device, data.image_shape)
+    config = planned.config(task.device, data.image_shape, data.factor_names)
     log = RunLog(run_id)
     warn_if_short_of_space(task, log)
     tracker = Tracker(task.wandb_mode, task.project, cell.suite, task.suite_root / "wandb")

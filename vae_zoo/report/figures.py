@@ -656,6 +656,9 @@ def latent_embedding(results: Results, figures_dir: Path, dataset: str) -> Repor
 
 def draw_figures(results: Results, figures_dir: Path) -> list[ReportFigure]:
     """Every figure the results allow, in the order the report shows them."""
+    # Imported here: the disentanglement figures are drawn with this module's helpers.
+    from vae_zoo.report.disentanglement import disentanglement_figures, labelled_traversals
+
     palette = model_palette(results.models)
     figures = [
         learning_curves(results, figures_dir, palette),
@@ -663,11 +666,14 @@ def draw_figures(results: Results, figures_dir: Path) -> list[ReportFigure]:
         rate_distortion(results, figures_dir, palette),
         kl_per_dimension(results, figures_dir, palette),
         *sweep_figures(results, figures_dir),
+        *disentanglement_figures(results, figures_dir),
     ]
     for dataset in results.datasets:
         figures.append(latent_embedding(results, figures_dir, dataset))
         for model in results.models_of(dataset):
-            figures.append(traversals(results, figures_dir, dataset, model))
+            # Runs that keep `factor_mi` get their rows named after factors; the rest by KL.
+            figures.append(labelled_traversals(results, figures_dir, dataset, model)
+                           or traversals(results, figures_dir, dataset, model))
         for model in results.models_of(dataset):
             figures.append(samples_and_reconstructions(results, figures_dir, dataset, model))
     return [figure for figure in figures if figure is not None]

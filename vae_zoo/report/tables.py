@@ -98,7 +98,16 @@ METRICS: dict[str, Metric] = {
     "kid": Metric("KID", None, "min", 4),
     "precision": Metric("precision", None, "max", 3),
     "recall": Metric("recall", None, "max", 3),
+    # Disentanglement (docs/metrics.md), in disentanglement_lib's order.
+    "beta_vae": Metric("BetaVAE score", None, "max", 3),
+    "factor_vae": Metric("FactorVAE score", None, "max", 3),
     "mig": Metric("MIG", None, "max", 3),
+    "dci_disentanglement": Metric("DCI disentanglement", None, "max", 3),
+    "dci_completeness": Metric("DCI completeness", None, "max", 3),
+    "dci_informativeness": Metric("DCI informativeness", None, "max", 3),
+    "sap": Metric("SAP", None, "max", 3),
+    "modularity": Metric("modularity", None, "max", 3),
+    "explicitness": Metric("explicitness", None, "max", 3),
     "probe_r2_": Metric("probe R²", None, "max", 3),  # family: probe_r2_<factor>
     "test_nll_se": Metric("NLL std. error", "nats", None, 3, "diagnostic"),
     "test_nll_k_tenth": Metric("test NLL with K/10 samples", "nats", None, 2, "diagnostic"),
@@ -130,6 +139,12 @@ METRICS: dict[str, Metric] = {
     "recall_ref_sd": Metric("recall held-out vs test, sd over draws", None, None, 3,
                             "diagnostic"),
     "ref_draws": Metric("reference draws", None, None, 0, "diagnostic"),
+    "beta_vae_train": Metric("BetaVAE score, training votes", None, None, 3, "diagnostic"),
+    "factor_vae_train": Metric("FactorVAE score, training votes", None, None, 3, "diagnostic"),
+    "factor_vae_active": Metric("FactorVAE active codes", None, None, 0, "diagnostic"),
+    "dci_informativeness_train": Metric("DCI informativeness, training points", None, None, 3,
+                                        "diagnostic"),
+    "explicitness_train": Metric("explicitness, training points", None, None, 3, "diagnostic"),
     "converged": Metric("converged", None, None, 0, "context"),  # the † mark
     "stopped_early": Metric("stopped early", None, None, 0, "context"),
     "learned": Metric("learned", None, None, 0, "context"),  # the § mark
