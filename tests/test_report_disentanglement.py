@@ -183,6 +183,16 @@ def test_traversal_labels_name_each_codes_most_informative_factor_most_informati
         traversal_labels(FACTOR_MI, FACTORS[:2])
 
 
+def test_traversal_labels_put_inactive_codes_last_whatever_their_binned_information():
+    """A code whose KL is below INACTIVE_KL carries nothing about the image, even when its
+    binned values share information with a factor: it is labelled inactive and comes last."""
+    kl = np.array([1.0, 0.5, 0.001, 2.0])  # z2 is the most informative by factor_mi
+    order, labels = traversal_labels(FACTOR_MI, FACTORS, threshold=0.05, kl=kl)
+    assert list(order) == [0, 3, 1, 2]
+    assert labels == ["z0 → scale (0.60)", "z3 → shape (0.20)", "z1 → no factor",
+                      "z2 inactive"]
+
+
 def test_factor_names_come_from_the_runs_config_when_it_records_them():
     config = {"dataset": {"name": "sprites", "factor_names": FACTORS}}
     assert recorded_factor_names(config, 3) == FACTORS

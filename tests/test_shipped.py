@@ -15,7 +15,7 @@ from vae_zoo.harness.store import SuiteStore
 from vae_zoo.harness.suite import load_suite
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = ["default", "zoo"]
+SHIPPED = ["default", "zoo", "disentanglement-smoke"]
 
 pytestmark = pytest.mark.skipif(
     not any(find_idx_files(folder) for folder in idx_search_dirs("fashion-mnist")),

@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics", default=None, metavar="GROUP[,GROUP...]",
         help="recompute only these metric groups of cells already evaluated with the current "
              "settings (cells without a current evaluation get every group); groups: "
-             "elbo, nll, iwae, latents, factors, samples, images")
+             "elbo, nll, iwae, ais, bdmc, latents, factors, disentanglement, samples, images")
     evaluate.set_defaults(handler=command_evaluate)
 
     plan = commands.add_parser("plan", help="every cell of a suite with its status, and the "

@@ -58,6 +58,8 @@ NEGLIGIBLE_MI = 0.05
 # Boxes of one metric alone repeat its table row; the figure is there to set metrics side by
 # side (suites that measure only MIG, as the factors track does, get none).
 MIN_BOXED_METRICS = 2
+# Nats of mean KL per dimension below which a latent code is inactive (collapsed to the prior).
+INACTIVE_KL = 0.01
 MIN_CORRELATED_RUNS = 3  # a rank correlation of two runs is always ±1
 COLUMNS = 3  # panels per row when a figure shows one dataset
 
@@ -307,14 +309,18 @@ def metric_rank_correlation(results: Results, figures_dir: Path) -> ReportFigure
 
 
 def traversal_labels(factor_mi_top: np.ndarray, factor_names: Sequence[str],
-                     threshold: float = NEGLIGIBLE_MI) -> tuple[np.ndarray, list[str]]:
+                     threshold: float = NEGLIGIBLE_MI,
+                     kl: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
     """The order to show latent traversals in and their labels.
 
     `factor_mi_top` (latent, factor) holds each traversed code's mutual information with each
     factor over the factor's entropy. Codes come most informative first (by their largest
     value; ties in code order); code d is labelled `zd → <factor> (<value>)` after its most
-    informative factor, or `zd → no factor` when every value is below `threshold`. Returns
-    (order, labels) with labels[i] naming code order[i].
+    informative factor, or `zd → no factor` when every value is below `threshold`. Given the
+    codes' mean KL per dimension `kl` (nats), a code below `INACTIVE_KL` carries no
+    information about the image (its tiny variations can still correlate with a factor once
+    binned over their own range, as MIG bins them), so it comes last, labelled `zd inactive`.
+    Returns (order, labels) with labels[i] naming code order[i].
     """
     factor_mi_top = np.asarray(factor_mi_top, dtype=np.float64)
     if factor_mi_top.ndim != 2 or factor_mi_top.shape[1] != len(factor_names):
@@ -322,8 +328,11 @@ def traversal_labels(factor_mi_top: np.ndarray, factor_names: Sequence[str],
                          f"{len(factor_names)} factor names")
     strongest = np.nan_to_num(factor_mi_top, nan=0.0)
     best, information = strongest.argmax(axis=1), strongest.max(axis=1)
-    order = np.argsort(-information, kind="stable")
-    labels = [f"z{d} → {factor_names[best[d]]} ({information[d]:.2f})"
+    inactive = (np.zeros(len(strongest), dtype=bool) if kl is None
+                else np.asarray(kl, dtype=np.float64) < INACTIVE_KL)
+    order = np.lexsort((-information, inactive))  # active first, then most informative
+    labels = [f"z{d} inactive" if inactive[d]
+              else f"z{d} → {factor_names[best[d]]} ({information[d]:.2f})"
               if information[d] >= threshold else f"z{d} → no factor" for d in order]
     return order, labels
 
@@ -351,7 +360,7 @@ def labelled_traversals(
     if run is None:
         return None
     run_dir = results.run_dir(run["run_id"])
-    arrays = read_arrays(run_dir, ("traversals", "factor_mi"))
+    arrays = read_arrays(run_dir, ("traversals", "factor_mi", "kl_per_dim"))
     sweeps, factor_mi = arrays.get("traversals"), arrays.get("factor_mi")
     if (sweeps is None or sweeps.ndim != 5 or factor_mi is None or factor_mi.ndim != 2
             or len(factor_mi) < len(sweeps) or not factor_mi.shape[1]):
@@ -364,7 +373,9 @@ def labelled_traversals(
     numbered = names is None
     if numbered:
         names = [f"factor {i}" for i in range(top.shape[1])]
-    order, labels = traversal_labels(top, names)
+    kl = arrays.get("kl_per_dim")
+    kl = kl[-len(sweeps):] if kl is not None and len(kl) == len(factor_mi) else None
+    order, labels = traversal_labels(top, names, kl=kl)
     order, labels = order[:MAX_TRAVERSED_DIMS], labels[:MAX_TRAVERSED_DIMS]
     steps, height = sweeps.shape[1], sweeps.shape[3]
     grid = _tile(sweeps[order].reshape(-1, *sweeps.shape[2:]), steps)  # (rows, columns, C)
@@ -384,7 +395,8 @@ def labelled_traversals(
         f"{model} on {dataset}, one seed ({seed_text(run['seed'])}): decoder means as {shown} "
         "of a fixed code is swept from -3 to 3. Each row is named after the factor its code "
         "shares most information with, as a fraction of the factor's entropy (0–1, MIG's "
-        f"estimate), rows sorted by it; below {NEGLIGIBLE_MI:g}: no factor"
+        f"estimate), rows sorted by it; below {NEGLIGIBLE_MI:g}: no factor; codes with a KL "
+        f"below {INACTIVE_KL:g} nats are inactive and come last"
         + ("; the run records no factor names, so factors are numbered" if numbered else "")
         + ".",
     )
