@@ -276,6 +276,32 @@ def test_circles_options_are_checked_against_what_can_be_rendered(tmp_path, chan
     refused(tmp_path, text, message)
 
 
+@pytest.mark.parametrize("options, message", [
+    ("side = 30", "[dataset.sprites] side = 30; expected a multiple of 4 from 16 to 128"),
+    ("side = 132", "side = 132; expected a multiple of 4 from 16 to 128"),
+    ("subsample = 737281", "subsample = 737281; expected 0 (the whole grid) or a number of grid "
+                           "points from 1 to 737,280"),
+    ("subsample = 100\nval_size = 50\ntest_size = 50",
+     "test_size = 50 and val_size = 50 leave no training images of the 100 grid points drawn"),
+    ("test_size = 0", "[dataset.sprites] test_size = 0; each split needs at least 1 image"),
+    ("side = 128", "737,280 images of 128x128 pixels need 22.5 GiB, more than 1/2 of this "
+                   "machine's memory (16.0 GiB); draw fewer with `subsample` or use a smaller "
+                   "side"),
+])
+def test_sprites_options_are_checked_against_the_grid_and_the_memory(tmp_path, options,
+                                                                     message):
+    text = (BASE.replace('["circles"]', '["circles", "sprites"]')
+            + f"\n[dataset.sprites]\n{options}\n")
+    refused(tmp_path, text, message)
+
+
+def test_the_whole_sprites_grid_at_64_pixels_fits_a_16_gib_machine(tmp_path):
+    """The `disentanglement` suite's data: 5.6 GiB while the splits are made."""
+    text = (BASE.replace('["circles"]', '["circles", "sprites"]')
+            + "\n[dataset.sprites]\nside = 64\n")
+    assert load_suite(write(tmp_path, text))
+
+
 def test_digits_options_must_leave_a_training_set(tmp_path):
     text = BASE.replace('["circles"]', '["circles", "digits"]')
     refused(tmp_path, text + "[dataset.digits]\ntest_size = 5000\n",

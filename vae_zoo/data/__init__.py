@@ -50,14 +50,21 @@ CIRCLE_RENDER_BYTES_PER_PIXEL = 3 * 8
 CIRCLE_MEMORY_SHARE = 4
 
 
+def empty_split(**sizes: int) -> str | None:
+    """The first split size option below 1, as a problem, or None."""
+    for key, size in sizes.items():
+        if size < 1:
+            return f"{key} = {size}; each split needs at least 1 image"
+    return None
+
+
 def circles_problem(train_size: int, val_size: int, test_size: int, side: int, memory: int,
                     **_) -> str | None:
     """Circles are rendered, any number of them: each split needs an image, the side must be
     sane and the rendering must fit well within the machine's memory."""
-    for key, size in (("train_size", train_size), ("val_size", val_size),
-                      ("test_size", test_size)):
-        if size < 1:
-            return f"{key} = {size}; each split needs at least 1 image"
+    empty = empty_split(train_size=train_size, val_size=val_size, test_size=test_size)
+    if empty:
+        return empty
     if not CIRCLE_SIDES[0] <= side <= CIRCLE_SIDES[1]:
         return (f"side = {side}; expected an integer from {CIRCLE_SIDES[0]} to "
                 f"{CIRCLE_SIDES[1]} (pixels per side of an image)")
@@ -71,8 +78,9 @@ def circles_problem(train_size: int, val_size: int, test_size: int, side: int, m
 
 
 # A sprites image is held as uint8 (one byte per pixel), twice while the splits are made, and
-# the whole may take at most a quarter of the machine's memory.
+# the whole may take at most half of the machine's memory (the whole grid at 64 px: 5.6 GiB).
 SPRITE_COPIES = 2
+SPRITE_MEMORY_SHARE = 2
 
 
 def sprites_problem(subsample: int, val_size: int, test_size: int, side: int, memory: int,
@@ -82,9 +90,9 @@ def sprites_problem(subsample: int, val_size: int, test_size: int, side: int, me
     if not 0 <= subsample <= sprites.GRID_POINTS:
         return (f"subsample = {subsample}; expected 0 (the whole grid) or a number of grid "
                 f"points from 1 to {sprites.GRID_POINTS:,}")
-    for key, size in (("val_size", val_size), ("test_size", test_size)):
-        if size < 1:
-            return f"{key} = {size}; each split needs at least 1 image"
+    empty = empty_split(val_size=val_size, test_size=test_size)
+    if empty:
+        return empty
     images = subsample or sprites.GRID_POINTS
     if val_size + test_size >= images:
         return (f"test_size = {test_size:,} and val_size = {val_size:,} leave no training "
@@ -95,15 +103,15 @@ def sprites_problem(subsample: int, val_size: int, test_size: int, side: int, me
 
 def image_side_problem(side: int, images: int, memory: int) -> str | None:
     """A sprite side out of range or not a multiple of `sprites.SIDE_MULTIPLE`, or more pixels
-    than a quarter of `memory` holds."""
+    than half of `memory` holds."""
     low, high = sprites.SIDES
     if not low <= side <= high or side % sprites.SIDE_MULTIPLE:
         return (f"side = {side}; expected a multiple of {sprites.SIDE_MULTIPLE} from {low} to "
                 f"{high} (pixels per side; dSprites has 64, 32 suits a CPU)")
     needed = images * side * side * SPRITE_COPIES
-    if needed * CIRCLE_MEMORY_SHARE > memory:
+    if needed * SPRITE_MEMORY_SHARE > memory:
         return (f"{images:,} images of {side}x{side} pixels need {needed / 2**30:,.1f} GiB, "
-                f"more than 1/{CIRCLE_MEMORY_SHARE} of this machine's memory "
+                f"more than 1/{SPRITE_MEMORY_SHARE} of this machine's memory "
                 f"({memory / 2**30:,.1f} GiB); draw fewer with `subsample` or use a smaller side")
     return None
 
@@ -121,9 +129,9 @@ def sprites_split_sizes(subsample: int, val_size: int, test_size: int,
 
 def digits_problem(test_size: int, val_size: int, **_) -> str | None:
     """The test and validation images come out of the 1,797 digits; the rest train."""
-    for key, size in (("val_size", val_size), ("test_size", test_size)):
-        if size < 1:
-            return f"{key} = {size}; each split needs at least 1 image"
+    empty = empty_split(val_size=val_size, test_size=test_size)
+    if empty:
+        return empty
     if test_size + val_size >= DIGITS_IMAGES:
         return (f"test_size = {test_size} and val_size = {val_size} leave no training images: "
                 f"digits has {DIGITS_IMAGES:,} images, so test_size + val_size must be at most "

@@ -36,15 +36,14 @@ from vae_zoo.report.figures import (
     _first_finished,
     _new_figure,
     _save,
-    _show,
     _sweep_lines,
     _t_interval,
-    _tile,
     _value_text,
+    draw_traversals,
     model_palette,
     style,
 )
-from vae_zoo.report.tables import SWEEP_PREFIX, Results, describe_metric, safe_name, seed_text
+from vae_zoo.report.tables import SWEEP_PREFIX, Results, describe_metric, seed_text
 
 # The disentanglement metrics of `tables.METRICS`, in disentanglement_lib's order.
 DISENTANGLEMENT_METRICS = ("beta_vae", "factor_vae", "mig", "dci_disentanglement",
@@ -377,16 +376,8 @@ def labelled_traversals(
     kl = kl[-len(sweeps):] if kl is not None and len(kl) == len(factor_mi) else None
     order, labels = traversal_labels(top, names, kl=kl)
     order, labels = order[:MAX_TRAVERSED_DIMS], labels[:MAX_TRAVERSED_DIMS]
-    steps, height = sweeps.shape[1], sweeps.shape[3]
-    grid = _tile(sweeps[order].reshape(-1, *sweeps.shape[2:]), steps)  # (rows, columns, C)
-    with matplotlib.rc_context(style()):
-        figure, (ax,) = _new_figure(1, panel=(3.0 + 0.42 * steps, 0.9 + 0.42 * len(order)))
-        _show(ax, grid)
-        ax.set_yticks([i * (height + 1) + height / 2 for i in range(len(order))], labels)
-        ax.set_xlabel("latent value from -3 to 3")
-        ax.set_title(f"{model} on {dataset}")
-        stem = f"traversals-{safe_name(dataset)}-{safe_name(model)}"
-        files = _save(figure, figures_dir / stem, vector=False)
+    files = draw_traversals(sweeps, order, labels, figures_dir, dataset, model,
+                            label_inches=3.0)
     shown = ("each latent dimension" if len(order) == len(sweeps)
              else f"the {len(order)} latent dimensions most informative about a factor")
     return ReportFigure(

@@ -582,16 +582,7 @@ def traversals(
     else:
         dims = np.arange(min(len(sweeps), MAX_TRAVERSED_DIMS))
         labels = [f"z{d}" for d in dims]
-    steps, height = sweeps.shape[1], sweeps.shape[3]
-    grid = _tile(sweeps[dims].reshape(-1, *sweeps.shape[2:]), steps)
-    with matplotlib.rc_context(style()):
-        figure, (ax,) = _new_figure(1, panel=(2.4 + 0.42 * steps, 0.9 + 0.42 * len(dims)))
-        _show(ax, grid)
-        ax.set_yticks([i * (height + 1) + height / 2 for i in range(len(dims))], labels)
-        ax.set_xlabel("latent value from -3 to 3")
-        ax.set_title(f"{model} on {dataset}")
-        stem = f"traversals-{safe_name(dataset)}-{safe_name(model)}"
-        files = _save(figure, figures_dir / stem, vector=False)
+    files = draw_traversals(sweeps, dims, labels, figures_dir, dataset, model)
     if len(dims) == len(sweeps):
         shown = "each latent dimension"
     else:
@@ -602,6 +593,23 @@ def traversals(
         f"{model} on {dataset}, seed {seed_text(run['seed'])}: decoder means as {shown} of a "
         f"fixed code is swept from -3 to 3{' (rows sorted by KL)' if by_kl else ''}.",
     )
+
+
+def draw_traversals(sweeps: np.ndarray, dims: np.ndarray, labels: list[str], figures_dir: Path,
+                    dataset: str, model: str, label_inches: float = 2.4) -> list[Path]:
+    """`traversals-<dataset>-<model>.png`: a row per latent of `dims` (of `sweeps`, (latent,
+    steps, C, H, W)) named by `labels`, its images left to right; `label_inches` leaves room
+    for the labels."""
+    steps, height = sweeps.shape[1], sweeps.shape[3]
+    grid = _tile(sweeps[dims].reshape(-1, *sweeps.shape[2:]), steps)
+    with matplotlib.rc_context(style()):
+        figure, (ax,) = _new_figure(1, panel=(label_inches + 0.42 * steps, 0.9 + 0.42 * len(dims)))
+        _show(ax, grid)
+        ax.set_yticks([i * (height + 1) + height / 2 for i in range(len(dims))], labels)
+        ax.set_xlabel("latent value from -3 to 3")
+        ax.set_title(f"{model} on {dataset}")
+        stem = f"traversals-{safe_name(dataset)}-{safe_name(model)}"
+        return _save(figure, figures_dir / stem, vector=False)
 
 
 def latent_embedding(results: Results, figures_dir: Path, dataset: str) -> ReportFigure | None:
