@@ -70,9 +70,14 @@ SEED = 2  # not 0: the probe's split and the sample draws must use the run's see
 # Cheap AIS and BDMC settings: the two models' exact answers do not depend on them.
 CHEAP_AIS = {"likelihood": ("is", "ais"), "ais_images": 20, "ais_steps": 10, "ais_chains": 2,
              "ais_leapfrog": 2, "bdmc_images": 200}
+# Disentanglement metrics on few grid points: the data-mean model's code is constant, so their
+# answers are exact or chance levels whose sampling error these sizes set.
+FEW_FACTOR_POINTS = {"factor_points": 600, "factor_test_points": 600, "factor_votes": 300,
+                     "factor_eval_votes": 300, "factor_variance_points": 300, "dci_trees": 5}
 EVAL = EvalConfig(nll_samples=10, nll_chunk=4, nll_batch_size=25, nll_images=60,
                   batch_size=40, iwae_ks=(1, 5, 50), fid_samples=1000, pr_neighbours=3,
-                  grid_images=16, latent_points=50, traversal_steps=5, **CHEAP_AIS)
+                  grid_images=16, latent_points=50, traversal_steps=5, **CHEAP_AIS,
+                  **FEW_FACTOR_POINTS)
 
 # Costs that are not values: what the test can say about them is that they are finite and >= 0.
 NOT_VALUES = {
@@ -185,7 +190,7 @@ def data_mean_answers(data: ImageData, mu: np.ndarray, config: EvalConfig, seed:
         "active_units": (0.0, 0.0),
         "latent_dim": (LATENT_DIM, 0.0),
         "test_mse": (((as_numpy(test) - mu) ** 2).mean(), 1e-6),
-        "mig": (0.0, 0.0),
+        **constant_code_answers(config),
     }
     factors = data.test.factors.double().numpy()
     for name, r2 in zip(data.factor_names, probe_r2_of_constant_latents(factors, seed),
@@ -253,6 +258,37 @@ def check_bernoulli_samples(drawn: list[torch.Tensor], mu: np.ndarray, count: in
     return samples
 
 
+def constant_code_answers(config: EvalConfig) -> dict[str, tuple[float, float]]:
+    """The disentanglement metrics of a constant code (every posterior mean 0) on circles'
+    grid of 16 x 16 x 8 values, with their tolerances.
+
+    Exact: no code varies, so MIG and modularity are 0 (no code shares information with a
+    factor), SAP is 0 (a constant code scores 0), FactorVAE finds no active code (score 0), DCI's
+    trees never split (importances 0: disentanglement and completeness 0), and explicitness's
+    classifiers give every point the same probabilities (ROC-AUC 0.5). At chance: a classifier
+    with nothing to go on predicts its training votes' or points' most frequent class, so the
+    BetaVAE score is the share of that factor among the held-out votes (about 1/3 of the
+    factors, within 5 binomial standard deviations; training: the most frequent share, at
+    least 1/3) and DCI's informativeness the mean over factors of its most frequent value's
+    share of the held-out points (about 1/16, 1/16 and 1/8)."""
+    def within(p: float, n: int) -> float:
+        return 5 * math.sqrt(p * (1 - p) / n)
+
+    votes, points = config.factor_eval_votes, config.factor_test_points
+    informativeness = np.mean([1 / 16, 1 / 16, 1 / 8])
+    return {
+        "mig": (0.0, 0.0), "sap": (0.0, 0.0), "modularity": (0.0, 0.0),
+        "factor_vae": (0.0, 0.0), "factor_vae_train": (0.0, 0.0), "factor_vae_active": (0.0, 0.0),
+        "dci_disentanglement": (0.0, 0.0), "dci_completeness": (0.0, 0.0),
+        "explicitness": (0.5, 1e-12), "explicitness_train": (0.5, 1e-12),
+        "beta_vae": (1 / 3, within(1 / 3, votes)),
+        "beta_vae_train": (1 / 3 + within(1 / 3, config.factor_votes) / 2,
+                           within(1 / 3, config.factor_votes) / 2),
+        "dci_informativeness": (informativeness, within(1 / 8, points)),
+        "dci_informativeness_train": (informativeness, within(1 / 8, config.factor_points)),
+    }
+
+
 def data_mean_arrays(data: ImageData, mu: np.ndarray, config: EvalConfig) -> dict:
     """The report's arrays of the data-mean model: every decoder mean is μ, every posterior mean
     0, every KL per dimension 0."""
@@ -268,6 +304,7 @@ def data_mean_arrays(data: ImageData, mu: np.ndarray, config: EvalConfig) -> dic
         "kl_per_dim": np.zeros(LATENT_DIM),
         "latent_means": np.zeros((keep, LATENT_DIM)),
         "factors": data.test.factors[:keep].double().numpy(),
+        "factor_mi": np.zeros((LATENT_DIM, 3)),
         "traversals": np.broadcast_to(image_of_mu, (LATENT_DIM, config.traversal_steps, *shape)),
         "samples": np.broadcast_to(image_of_mu, (config.grid_images, *shape)),
         "originals": data.test.images[:grid].double().numpy(),
