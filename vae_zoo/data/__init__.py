@@ -68,13 +68,21 @@ def circles_problem(train_size: int, val_size: int, test_size: int, side: int, m
     if not CIRCLE_SIDES[0] <= side <= CIRCLE_SIDES[1]:
         return (f"side = {side}; expected an integer from {CIRCLE_SIDES[0]} to "
                 f"{CIRCLE_SIDES[1]} (pixels per side of an image)")
-    images = train_size + val_size + test_size
-    needed = images * side * side * CIRCLE_RENDER_BYTES_PER_PIXEL
-    if needed * CIRCLE_MEMORY_SHARE > memory:
-        return (f"{images:,} images of {side}x{side} pixels need {needed / 2**30:,.1f} GiB to "
-                f"render, more than 1/{CIRCLE_MEMORY_SHARE} of this machine's memory "
-                f"({memory / 2**30:,.1f} GiB); use fewer images or a smaller side")
-    return None
+    return memory_problem(train_size + val_size + test_size, side,
+                          CIRCLE_RENDER_BYTES_PER_PIXEL, CIRCLE_MEMORY_SHARE, memory,
+                          " to render", "use fewer images or a smaller side")
+
+
+def memory_problem(images: int, side: int, bytes_per_pixel: int, share: int, memory: int,
+                   purpose: str, fix: str) -> str | None:
+    """`images` square images of `side` pixels at `bytes_per_pixel` exceed 1/`share` of
+    `memory` (bytes): the problem, with its `purpose` (" to render") and `fix`, or None."""
+    needed = images * side * side * bytes_per_pixel
+    if needed * share <= memory:
+        return None
+    return (f"{images:,} images of {side}x{side} pixels need {needed / 2**30:,.1f} GiB"
+            f"{purpose}, more than 1/{share} of this machine's memory "
+            f"({memory / 2**30:,.1f} GiB); {fix}")
 
 
 # A sprites image is held as uint8 (one byte per pixel), twice while the splits are made, and
@@ -108,12 +116,8 @@ def image_side_problem(side: int, images: int, memory: int) -> str | None:
     if not low <= side <= high or side % sprites.SIDE_MULTIPLE:
         return (f"side = {side}; expected a multiple of {sprites.SIDE_MULTIPLE} from {low} to "
                 f"{high} (pixels per side; dSprites has 64, 32 suits a CPU)")
-    needed = images * side * side * SPRITE_COPIES
-    if needed * SPRITE_MEMORY_SHARE > memory:
-        return (f"{images:,} images of {side}x{side} pixels need {needed / 2**30:,.1f} GiB, "
-                f"more than 1/{SPRITE_MEMORY_SHARE} of this machine's memory "
-                f"({memory / 2**30:,.1f} GiB); draw fewer with `subsample` or use a smaller side")
-    return None
+    return memory_problem(images, side, SPRITE_COPIES, SPRITE_MEMORY_SHARE, memory, "",
+                          "draw fewer with `subsample` or use a smaller side")
 
 
 def dsprites_problem(subsample: int, val_size: int, test_size: int, memory: int,

@@ -67,7 +67,3 @@ class FactorGrid:
         """The position `(N,)` of each grid point in the grid's row-major order (the last factor
         fastest), as dSprites orders its images."""
         return np.ravel_multi_index(tuple(self.check(indices).T), self.sizes).astype(np.int64)
-
-    def unflat(self, positions: np.ndarray) -> np.ndarray:
-        """Factor indices `(N, F)` int64 of row-major grid positions `(N,)`."""
-        return np.stack(np.unravel_index(np.asarray(positions), self.sizes), 1).astype(np.int64)
