@@ -40,19 +40,11 @@ ZERO_GRAD = ("gradients zeroed instead of set to None before the next backward p
 DETERMINISM = ("torch's deterministic-algorithm switch: the feature net's CPU kernels are "
                "deterministic either way (its runs are bit-identical with the switch off), and "
                "warn_only only decides whether a missing deterministic kernel warns or raises")
-# The three spellings of validate_args=False in torch.distributions calls, line before/after.
+# The spellings of validate_args=False in torch.distributions calls, line before/after.
 VALIDATE_ARGS = [
     (module, before.format(flag="validate_args=False"), before.format(flag=flag))
     for module, before in [
-        ("vae_zoo/priors.py", "{flag})"),
-        ("vae_zoo/estimators.py", "{flag})"),
         ("vae_zoo/likelihoods.py", "{flag})"),
-        ("vae_zoo/priors.py",
-         "return Independent(Normal(zeros, zeros + 1.0, {flag}), 1,"),
-        ("vae_zoo/estimators.py",
-         "return Independent(Normal(base.loc.detach(), base.scale.detach(), {flag}), 1,"),
-        ("vae_zoo/likelihoods.py",
-         "return Independent(Normal(mean, torch.exp(0.5 * log_var), {flag}), 1,"),
         ("vae_zoo/likelihoods.py",
          "return Normal(mean, self.log_scale.exp(), {flag}).log_prob(x)"),
     ]

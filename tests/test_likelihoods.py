@@ -17,7 +17,6 @@ from vae_zoo.likelihoods import (
     DiscretisedLogisticLikelihood,
     GaussianLikelihood,
     GaussianSettings,
-    softplus_sum,
 )
 from vae_zoo.settings import NoSettings
 
@@ -258,11 +257,15 @@ def test_gaussian_likelihood_with_fixed_and_learned_scale():
     assert torch.allclose(learned.log_prob(mean, x), unit, atol=1e-5)
 
 
-def test_softplus_sum_matches_softplus_in_double_precision():
-    values = torch.randn(50, 784) * 30
-    exact = torch.nn.functional.softplus(values.double()).sum(-1)
-    assert torch.allclose(softplus_sum(values).double(), exact, atol=1e-3, rtol=1e-6)
-    assert torch.allclose(softplus_sum(values.double()), exact, atol=1e-9)
+def test_bernoulli_log_prob_is_the_pmf_in_double_precision_for_large_logits():
+    """log σ((2x - 1)·l) against x·l - softplus(l) in float64, for logits far into the tails."""
+    logits = torch.randn(50, 1, 28, 28) * 30
+    x = torch.bernoulli(torch.full((50, 1, 28, 28), 0.4))
+    exact = (x.double() * logits.double()
+             - torch.nn.functional.softplus(logits.double())).flatten(1).sum(-1)
+    likelihood = BernoulliLikelihood()
+    assert torch.allclose(likelihood.log_prob(logits, x).double(), exact, atol=1e-2, rtol=1e-6)
+    assert torch.allclose(likelihood.log_prob(logits.double(), x.double()), exact, atol=1e-9)
 
 
 # ---- the Gaussian's mean: what samples and reconstructions show ----------------------------

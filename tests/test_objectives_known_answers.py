@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
-from torch.distributions import Independent, MultivariateNormal, Normal
+from torch.distributions import MultivariateNormal, Normal
 
 from vae_zoo import objectives, zoo
+from vae_zoo.gaussian import DiagonalGaussian
 from vae_zoo.objectives import (
     CapacitySettings,
     CombinationSettings,
@@ -132,8 +133,9 @@ def test_beta_tcvae_total_correlation_is_that_of_the_batch_mixture_of_its_poster
     x = (torch.rand(6, 1, 4, 4) < 0.5).float()
     out = model(x, 1)
     terms = objectives.beta_tcvae(out, TrainingContext(dataset_size=6), TcSettings())
-    z, base = out.z[0].double(), out.posterior.base_dist
-    density = Normal(base.loc.double()[None], base.scale.double()[None]).log_prob(z[:, None])
+    z, posterior = out.z[0].double(), out.posterior
+    density = Normal(posterior.loc.double()[None],
+                     posterior.scale.double()[None]).log_prob(z[:, None])
     log_qz = torch.logsumexp(density.sum(-1), 1) - math.log(6)  # (B,)
     log_marginals = (torch.logsumexp(density, 1) - math.log(6)).sum(-1)
     assert torch.allclose(terms["total_correlation"].double(), log_qz - log_marginals, atol=1e-5)
@@ -351,7 +353,7 @@ def test_factor_vae_loss_adds_gamma_times_the_discriminator_logit_of_the_first_s
 class DipPass(FixedPass):
     """A `FixedPass` with a chosen posterior q(z|x), batch (B,) and event (d,)."""
 
-    posterior: Independent | None = None
+    posterior: DiagonalGaussian | None = None
 
 
 # Posterior means of a batch of 5 in 3 dimensions, each column off zero by a different amount
@@ -371,7 +373,7 @@ DIP_KL = np.array([0.5, 1.5, 2.5, 3.5, 4.5])
 
 
 def dip_pass() -> DipPass:
-    posterior = Independent(Normal(torch.tensor(DIP_MEANS), torch.tensor(DIP_SCALES)), 1)
+    posterior = DiagonalGaussian(torch.tensor(DIP_MEANS), 2 * torch.log(torch.tensor(DIP_SCALES)))
     return DipPass(log_px_given_z=-torch.tensor(DIP_RECON)[None],
                    kl_value=torch.tensor(DIP_KL), posterior=posterior)
 

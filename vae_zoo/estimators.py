@@ -16,21 +16,14 @@ import math
 
 import torch
 from torch import Tensor
-from torch.distributions import Independent, Normal
 
+from vae_zoo.gaussian import DiagonalGaussian
 from vae_zoo.settings import NoSettings
 
 
 def log_mean_exp(values: Tensor, dim: int = 0) -> Tensor:
     """log(mean(exp(values))) along `dim`, computed stably."""
     return torch.logsumexp(values, dim) - math.log(values.shape[dim])
-
-
-def stop_gradient(q: Independent) -> Independent:
-    """The same diagonal Gaussian with its parameters detached."""
-    base = q.base_dist
-    return Independent(Normal(base.loc.detach(), base.scale.detach(), validate_args=False), 1,
-                       validate_args=False)
 
 
 class Reparameterisation:
@@ -40,7 +33,7 @@ class Reparameterisation:
     path_derivative = False  # True: log q sees q's parameters detached
     layers_supported: int | None = None  # None: any number of stochastic layers
 
-    def log_q(self, q: Independent, z: Tensor) -> Tensor:
+    def log_q(self, q: DiagonalGaussian, z: Tensor) -> Tensor:
         return q.log_prob(z)
 
     def bound_surrogate(self, log_w: Tensor, zs: list[Tensor]) -> Tensor:
@@ -54,8 +47,8 @@ class StickingTheLanding(Reparameterisation):
 
     path_derivative = True
 
-    def log_q(self, q: Independent, z: Tensor) -> Tensor:
-        return stop_gradient(q).log_prob(z)
+    def log_q(self, q: DiagonalGaussian, z: Tensor) -> Tensor:
+        return q.detach().log_prob(z)
 
 
 class DoublyReparameterised(StickingTheLanding):

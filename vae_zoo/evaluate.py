@@ -47,7 +47,7 @@ from sklearn.exceptions import ConvergenceWarning
 from torch import Tensor
 
 from vae_zoo.data import ImageData
-from vae_zoo.data.batches import binarize_fixed
+from vae_zoo.data.batches import bernoulli, binarize_fixed
 from vae_zoo.metrics.ais import AISConfig, ais_log_likelihood, bdmc, refusal
 from vae_zoo.metrics.factors import (
     beta_vae_score,
@@ -364,7 +364,7 @@ def grid_encoder(model: VAE, data: ImageData, generator: torch.Generator,
                 pixels = torch.from_numpy(data.grid.images(part)).to(data.device)
                 images = pixels.float().div_(255)
                 if data.binarize != "none":
-                    images = torch.bernoulli(images, generator=generator)
+                    images = bernoulli(images, generator)
                 codes.append(torch.cat(model.posterior_means(images), -1).double().cpu())
         return torch.cat(codes).numpy()
 
@@ -436,7 +436,7 @@ def draw_samples(model: VAE, data: ImageData, count: int, generator: torch.Gener
         means = model.sample(count, generator=generator, like=like).clamp(0, 1)
         if data.binarize == "none":
             return means
-        return torch.bernoulli(means, generator=generator)
+        return bernoulli(means, generator)
 
 
 @dataclass(frozen=True)

@@ -23,28 +23,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.distributions import ContinuousBernoulli, Independent, Normal
+from torch.distributions import ContinuousBernoulli, Normal
 
 from vae_zoo.settings import NoSettings, setting
 
 LEVELS = 256  # grey levels of 8-bit images
-
-
-def diagonal_gaussian(mean: Tensor, log_var: Tensor) -> Independent:
-    """N(mean, diag(exp(log_var))) with the last dimension as the event."""
-    return Independent(Normal(mean, torch.exp(0.5 * log_var), validate_args=False), 1,
-                       validate_args=False)
-
-
-def softplus_sum(values: Tensor) -> Tensor:
-    """Σ softplus(v) over the last dimension, as Σ max(v, 0) - Σ log sigmoid(|v|).
-
-    The identity softplus(v) = max(v, 0) + log(1 + e^-|v|) is exact, and sigmoid(|v|) lies in
-    [0.5, 1], so its log loses nothing: the float32 error matches `F.softplus` (both ≤ 6e-7 on
-    |v| ≤ 150). It is used because this PyTorch build's `softplus`/`log1p` are not vectorised
-    (about 4 ns per element, against 1.4 ns for this form).
-    """
-    return values.clamp(min=0).sum(-1) - torch.log(torch.sigmoid(values.abs())).sum(-1)
 
 
 def pixel_sum(values: Tensor) -> Tensor:
@@ -70,15 +53,14 @@ class BernoulliLikelihood(nn.Module):
         return None
 
     def log_prob(self, logits: Tensor, x: Tensor) -> Tensor:
-        """log p(x|z) per image: (..., C, H, W) logits and (B, C, H, W) images → (...).
+        """log p(x|z) per image: (..., C, H, W) logits and (B, C, H, W) binary images → (...).
 
-        log Bernoulli(x; sigmoid(l)) = x·l - softplus(l), summed over pixels. Written out rather
-        than through `binary_cross_entropy_with_logits`, because importance sampling calls this on
-        (K, B, C, H, W) logits and it dominates the cost there: it avoids expanding x to the
-        logits' shape, and `softplus_sum` is 2.5x faster than `F.softplus` on this machine's
-        PyTorch build (see its docstring). Measured: importance-sampled NLL 150 → ~210 images/s.
+        For x in {0, 1}, log Bernoulli(x; σ(l)) = x·l - softplus(l) = log σ((2x - 1)·l): one
+        vectorised `logsigmoid` with a fused backward, without expanding x to the logits' shape.
+        Measured against the former x·l - softplus(l) form: a training step's likelihood
+        forward and backward 2.6x faster, importance sampling's 1.15x.
         """
-        return (logits * x).flatten(-3).sum(-1) - softplus_sum(logits.flatten(-3))
+        return pixel_sum(F.logsigmoid(logits * (2 * x - 1)))
 
     def mean(self, logits: Tensor) -> Tensor:
         return torch.sigmoid(logits)

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Independent, kl_divergence
 
 from vae_zoo.estimators import Reparameterisation
-from vae_zoo.likelihoods import diagonal_gaussian
+from vae_zoo.gaussian import DiagonalGaussian
 from vae_zoo.nets import Networks
 from vae_zoo.priors import Prior
 
@@ -30,8 +29,8 @@ STANDARD = Reparameterisation()
 class Pass:
     """One encoder-decoder pass over a batch with k samples of z per image."""
 
-    posteriors: list[Independent]  # q(z_l|z_{l-1}) for every layer; batch (B,), then (k, B)
-    conditionals: list[Independent]  # p(z_l|z_{l+1}) for l < L; batch (k, B)
+    posteriors: list[DiagonalGaussian]  # q(z_l|z_{l-1}) for every layer; batch (B,), then (k, B)
+    conditionals: list[DiagonalGaussian]  # p(z_l|z_{l+1}) for l < L; batch (k, B)
     zs: list[Tensor]  # z_l, (k, B, d_l), bottom (nearest the data) first
     decoded: Tensor  # (k, B, C, H, W) likelihood parameters
     log_px_given_z: Tensor  # (k, B)
@@ -41,7 +40,7 @@ class Pass:
     estimator: Reparameterisation
 
     @property
-    def posterior(self) -> Independent:
+    def posterior(self) -> DiagonalGaussian:
         """q(z₁|x), batch shape (B,), event (d₁,)."""
         return self.posteriors[0]
 
@@ -66,9 +65,9 @@ class Pass:
             return self.model.closed_form_kl_per_dim(self.posterior)
         parts = []
         for index, (q, z) in enumerate(zip(self.posteriors, self.zs, strict=True)):
-            log_q = q.base_dist.log_prob(z)  # (k, B, d)
+            log_q = q.log_density(z)  # (k, B, d)
             if index < len(self.conditionals):
-                log_p = self.conditionals[index].base_dist.log_prob(z)
+                log_p = self.conditionals[index].log_density(z)
             else:
                 log_p = self.model.prior.marginal_log_prob(z)
             parts.append((log_q - log_p).mean(0))
@@ -114,10 +113,9 @@ class VAE(nn.Module):
     def encoder(self) -> nn.Module:
         return self.encoders[0]
 
-    def posterior(self, x: Tensor) -> Independent:
+    def posterior(self, x: Tensor) -> DiagonalGaussian:
         """q(z₁|x) for a batch of images (B, C, H, W)."""
-        mean, log_var = self.encoders[0](x)
-        return diagonal_gaussian(mean, log_var)
+        return DiagonalGaussian(*self.encoders[0](x))
 
     def top_posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and log-variance of the top layer's q given images, going up through the means
@@ -127,7 +125,8 @@ class VAE(nn.Module):
             mean, log_var = encoder(mean)
         return mean, log_var
 
-    def posterior_means(self, x: Tensor, posterior: Independent | None = None) -> list[Tensor]:
+    def posterior_means(self, x: Tensor,
+                        posterior: DiagonalGaussian | None = None) -> list[Tensor]:
         """The mean of every layer's q, going up through the means: [(B, d_l)]. `posterior`,
         q(z₁|x) when already computed, saves encoding x again."""
         mean = (posterior if posterior is not None else self.posterior(x)).mean
@@ -137,7 +136,7 @@ class VAE(nn.Module):
             means.append(mean)
         return means
 
-    def kl_per_dim(self, x: Tensor, posterior: Independent | None = None) -> Tensor:
+    def kl_per_dim(self, x: Tensor, posterior: DiagonalGaussian | None = None) -> Tensor:
         """KL per latent coordinate of every layer for images (B, C, H, W): (B, Σ d_l); from one
         sample of z when there is no closed form (see `Pass.kl_per_dim`). `posterior` as in
         `posterior_means`."""
@@ -146,17 +145,16 @@ class VAE(nn.Module):
             return self.closed_form_kl_per_dim(posterior)
         return self.sample_pass(x, posterior, 1).kl_per_dim()
 
-    def closed_form_kl_per_dim(self, posterior: Independent) -> Tensor:
+    def closed_form_kl_per_dim(self, posterior: DiagonalGaussian) -> Tensor:
         """KL(q(z_i|x) || p(z_i)) per coordinate in closed form, (B, d): the factorised
         posterior and prior compared coordinate by coordinate; its sum is the KL."""
-        prior = self.prior.closed_form(posterior.mean)
-        return kl_divergence(posterior.base_dist, prior.base_dist)
+        return self.prior.closed_form_kl(posterior)
 
     def forward(self, x: Tensor, k: int = 1,
                 estimator: Reparameterisation = STANDARD) -> Pass:
         return self.sample_pass(x, self.posterior(x), k, estimator)
 
-    def sample_pass(self, x: Tensor, posterior: Independent, k: int,
+    def sample_pass(self, x: Tensor, posterior: DiagonalGaussian, k: int,
                     estimator: Reparameterisation = STANDARD) -> Pass:
         """Draw k samples from an already computed q(z₁|x) and decode them (lets importance
         sampling encode a batch once and decode it in chunks of samples)."""
@@ -164,14 +162,14 @@ class VAE(nn.Module):
         posteriors = [posterior]
         log_qz = estimator.log_q(posterior, zs[0])
         for encoder in self.encoders[1:]:
-            q = diagonal_gaussian(*encoder(zs[-1]))  # batch (k, B)
+            q = DiagonalGaussian(*encoder(zs[-1]))  # batch (k, B)
             zs.append(q.rsample())
             posteriors.append(q)
             log_qz = log_qz + estimator.log_q(q, zs[-1])
         log_pz = self.prior.log_prob(zs[-1])
         conditionals = []
         for index, net in enumerate(self.top_down):  # p(z_l | z_{l+1}), l = 1 .. L-1
-            p = diagonal_gaussian(*net(zs[index + 1]))
+            p = DiagonalGaussian(*net(zs[index + 1]))
             conditionals.append(p)
             log_pz = log_pz + p.log_prob(zs[index])
         decoded = self.decoder(zs[0])  # (k, B, C, H, W)

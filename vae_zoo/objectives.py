@@ -224,10 +224,10 @@ def beta_tcvae(out: Pass, context: TrainingContext, s: TcSettings) -> dict[str, 
     correlation and dimension-wise KL, each weighted:
     loss = recon + α·MI + β·TC + γ·DWKL, with log q(z) by minibatch stratified sampling."""
     z = out.z[0]  # (B, d), the first sample
-    base = out.posterior.base_dist
-    log_qz_given_x = base.log_prob(z).sum(-1)
+    posterior = out.posterior
+    log_qz_given_x = posterior.log_prob(z)
     log_qz, log_marginals = minibatch_stratified_log_densities(
-        z, base.loc, 2 * torch.log(base.scale), context.dataset_size)
+        z, posterior.loc, posterior.log_var, context.dataset_size)
     log_pz = out.model.prior.log_prob(z)
     mutual_information = log_qz_given_x - log_qz
     total_correlation = log_qz - log_marginals
@@ -315,12 +315,11 @@ def dip_penalty(covariance: Tensor, s: DipSettings) -> Tensor:
 
 
 def dip_vae(out: Pass, s: DipSettings, include_posterior_variance: bool) -> dict[str, Tensor]:
-    base = out.posterior.base_dist
-    mean = base.loc  # (B, d)
+    mean = out.posterior.loc  # (B, d)
     centred = mean - mean.mean(0)
     covariance = centred.T @ centred / len(mean)  # Cov_x[E_q(z|x)[z]]
     if include_posterior_variance:
-        covariance = covariance + torch.diag(base.scale.pow(2).mean(0))  # + E_x[Cov_q(z|x)]
+        covariance = covariance + torch.diag(out.posterior.variance.mean(0))  # + E_x[Cov_q(z|x)]
     recon, kl = reconstruction(out), out.kl()
     return {"loss": recon + kl + dip_penalty(covariance, s), "recon": recon, "kl": kl}
 

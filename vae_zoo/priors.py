@@ -2,8 +2,8 @@
 
 A prior gives `log_prob(z)` (summed over the latent dimensions), `marginal_log_prob(z)` (the log
 density of each coordinate under the prior's one-dimensional marginal, used for KL per
-dimension), and `sample`. `closed_form` is the `torch.distributions` object a closed-form KL can
-use, or None when there is none (mixtures, `has_closed_form = False`), in which case the KL is
+dimension), and `sample`. `closed_form_kl(q)` is KL(q || p) per coordinate for a diagonal
+Gaussian q where it has a closed form (`has_closed_form = True`); otherwise (mixtures) the KL is
 estimated from samples.
 A prior that needs the model (VampPrior encodes its pseudo-inputs) gets it through `attach`.
 """
@@ -16,16 +16,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Independent, Normal
 
+from vae_zoo.gaussian import LOG_2PI, DiagonalGaussian, gaussian_log_density
 from vae_zoo.settings import NoSettings, setting
-
-LOG_2PI = math.log(2 * math.pi)
-
-
-def gaussian_log_density(z: Tensor, mean: Tensor, log_var: Tensor) -> Tensor:
-    """log N(z; mean, exp(log_var)) per coordinate, broadcasting."""
-    return -0.5 * (LOG_2PI + log_var + (z - mean).pow(2) * torch.exp(-log_var))
 
 
 class Prior(nn.Module):
@@ -38,8 +31,9 @@ class Prior(nn.Module):
     def attach(self, top_posterior: Callable) -> None:
         pass
 
-    def closed_form(self, like: Tensor) -> Independent | None:
-        return None
+    def closed_form_kl(self, posterior: DiagonalGaussian) -> Tensor:
+        """KL(posterior || p) per coordinate, (B, d); only where `has_closed_form`."""
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form KL")
 
 
 class StandardNormalPrior(Prior):
@@ -52,10 +46,8 @@ class StandardNormalPrior(Prior):
         super().__init__()
         self.latent_dim = latent_dim
 
-    def closed_form(self, like: Tensor) -> Independent:
-        zeros = like.new_zeros(self.latent_dim)
-        return Independent(Normal(zeros, zeros + 1.0, validate_args=False), 1,
-                           validate_args=False)
+    def closed_form_kl(self, posterior: DiagonalGaussian) -> Tensor:
+        return posterior.kl_standard_normal()
 
     def log_prob(self, z: Tensor) -> Tensor:
         # Written out: cheaper than building a distribution in the inner loop of importance

@@ -193,7 +193,10 @@ def train(
     `on_running_loss` the mean training loss of the epoch so far, every RUNNING_LOSS_EVERY batches.
     """
     generator = torch.Generator(device=data.device).manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, eps=config.adam_eps)
+    # The fused kernel: one pass over each parameter instead of seven (2x faster on a CPU for
+    # the IWAE paper's MLP); the same update up to float rounding (tests/test_speed_paths.py).
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, eps=config.adam_eps,
+                                 fused=True)
     objective.to(data.device)
     steps_per_epoch = -(-len(data.train) // config.batch_size)
     # Every epoch's validation objective is scored with the schedules' final values.

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from vae_zoo.data import ImageData, dataset_options
+from vae_zoo.data.batches import bernoulli
 from vae_zoo.errors import UserError
 from vae_zoo.harness.identity import device_class
 from vae_zoo.harness.store import write_atomic
@@ -228,8 +229,8 @@ def load_or_train_feature_net(
     # Training accuracy on one fixed draw of binarised images, as the test images are one.
     seen = train_images
     if binarize:
-        seen = torch.bernoulli(train_images, generator=torch.Generator(
-            device=train_images.device).manual_seed(seed))
+        seen = bernoulli(train_images,
+                         torch.Generator(device=train_images.device).manual_seed(seed))
     test_accuracies = dict(zip(heads, classifier_accuracy(net, test_images, test_labels),
                                strict=True))
     train_accuracies = dict(zip(heads, classifier_accuracy(net, seen, train_labels),

@@ -333,7 +333,7 @@ def _run_claimed_cell(task: CellTask, store: SuiteStore, action: str,
     tracker = Tracker(task.wandb_mode, task.project, cell.suite, task.suite_root / "wandb")
     tracked = tracker.start_run(run_id, cell.dataset, cell.model.name, cell.seed, config)
     started_at, started = time.time(), time.perf_counter()
-    configure_determinism(task.device)
+    configure_torch(task.device)
     if task.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(task.device)
     device_data = data.to(task.device)
@@ -601,8 +601,12 @@ def peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
 
 
-def configure_determinism(device: str) -> None:
-    """Bit-identical reruns on the CPU; on CUDA, deterministic kernels where PyTorch has them."""
+def configure_torch(device: str) -> None:
+    """Bit-identical reruns on the CPU; on CUDA, deterministic kernels where PyTorch has them.
+    Denormal floats are flushed to zero: the IWAE bound's tiny normalised weights otherwise reach
+    the backward matrix products as denormals, which this CPU handles at a fraction of the
+    speed (a training step of `iwae` 1.6x, of k = 50 3x slower). Flushing is deterministic."""
+    torch.set_flush_denormal(True)
     if device.startswith("cuda"):
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False

@@ -54,10 +54,11 @@ from itertools import chain
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.distributions import Independent
 
 from vae_zoo import zoo
+from vae_zoo.data.batches import bernoulli
 from vae_zoo.errors import UserError
+from vae_zoo.gaussian import DiagonalGaussian
 from vae_zoo.likelihoods import (
     LEVELS,
     BernoulliLikelihood,
@@ -233,7 +234,7 @@ def conditional_log_likelihood(likelihood: nn.Module, x: Tensor, chains: int,
 
 
 def start_sample(model: VAE, x: Tensor, config: AISConfig, generator: torch.Generator
-                 ) -> tuple[Independent | None, Tensor]:
+                 ) -> tuple[DiagonalGaussian | None, Tensor]:
     """q(z|x) (None when starting from the prior) and z drawn from the start, (chains, B, d)."""
     shape = (config.chains, len(x), model.latent_dim)
     with torch.no_grad():
@@ -245,7 +246,7 @@ def start_sample(model: VAE, x: Tensor, config: AISConfig, generator: torch.Gene
 
 
 def path_density(model: VAE, log_px_given_z: Callable[[Tensor], Tensor],
-                 posterior: Independent | None) -> Callable[[Tensor], PathDensity]:
+                 posterior: DiagonalGaussian | None) -> Callable[[Tensor], PathDensity]:
     """The function z (chains, B, d) → `PathDensity`: one decoder pass and one backward pass."""
 
     def evaluate(z: Tensor) -> PathDensity:
@@ -358,7 +359,7 @@ def simulate_images(likelihood: nn.Module, decoded: Tensor, generator: torch.Gen
     """x ~ p(x|z) from the decoder's output: binary pixels for a Bernoulli likelihood, the
     continuous density's draw (no quantisation) for a Gaussian one (`SIMULATED_LIKELIHOODS`)."""
     if isinstance(likelihood, BernoulliLikelihood):
-        return torch.bernoulli(torch.sigmoid(decoded), generator=generator)
+        return bernoulli(torch.sigmoid(decoded), generator)
     noise = torch.randn(decoded.shape, generator=generator, device=decoded.device,
                         dtype=decoded.dtype)
     return decoded + likelihood.log_scale.exp() * noise

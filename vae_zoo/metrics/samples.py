@@ -34,6 +34,8 @@ from torch import Tensor, nn
 from torchmetrics.image.fid import _compute_fid
 from torchmetrics.image.kid import poly_mmd
 
+from vae_zoo.data.batches import bernoulli
+
 __all__ = [
     "FeatureNet",
     "classifier_accuracy",
@@ -175,7 +177,7 @@ def train_feature_net(
     if epochs is None:
         epochs = default_epochs(num_images, batch_size)
     shuffle = torch.Generator().manual_seed(seed)
-    bernoulli = torch.Generator(device=images.device).manual_seed(seed)
+    binarisation = torch.Generator(device=images.device).manual_seed(seed)
 
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     was_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
@@ -200,7 +202,7 @@ def train_feature_net(
                     continue
                 inputs = images[batch]
                 if binarize:
-                    inputs = torch.bernoulli(inputs, generator=bernoulli)
+                    inputs = bernoulli(inputs, binarisation)
                 loss = sum(F.cross_entropy(logits, targets)
                            for logits, targets in zip(net.logits(inputs), labels[batch].T,
                                                       strict=True))
