@@ -84,3 +84,16 @@ def test_channels_last_convolutions_compute_what_the_default_layout_does(entry):
     theirs = torch.autograd.grad(decoded.square().sum(), [z, *model.decoder.parameters()])
     for a, b in zip(ours, theirs, strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_denormals_are_flushed_while_a_cell_runs_and_not_after():
+    """A float32 result below 2^-126 becomes 0 with flushing on, and stays a denormal without."""
+    from vae_zoo.harness.runner import denormals_flushed
+
+    def halved() -> float:
+        return (torch.tensor([2.0**-126]) * 0.5).item()
+
+    assert halved() == 2.0**-127  # off by default: the test process is not flushing
+    with denormals_flushed():
+        assert halved() == 0.0
+    assert halved() == 2.0**-127

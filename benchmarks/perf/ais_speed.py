@@ -22,7 +22,7 @@ import time
 import torch
 
 # The benchmark scripts' shared data: run as a script, this directory is on sys.path.
-from throughput import fashion_mnist_sized
+from common import fashion_mnist_sized
 
 from vae_zoo import zoo
 from vae_zoo.metrics.ais import AISConfig, ais_log_likelihood

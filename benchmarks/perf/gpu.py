@@ -18,7 +18,7 @@ device, as
 
 The estimate leaves out the per-epoch validation passes, the other test metrics (ELBO,
 IWAE bounds, active units, sample quality, ...), data loading and start-up. As the harness does,
-it runs with deterministic algorithms (`configure_torch`). Training data is Fashion-MNIST,
+it runs with deterministic algorithms and denormals flushed to zero. Training data is Fashion-MNIST,
 or random 28x28 images where it is not installed: the same cost per image as the suite's MNIST.
 
     .venv/bin/python benchmarks/perf/gpu.py [--device cuda] [--epochs 1] [--models NAME ...]
@@ -42,12 +42,12 @@ import time
 from dataclasses import dataclass, replace
 
 import torch
-from throughput import fashion_mnist_sized  # this script's folder is first on sys.path
+from common import fashion_mnist_sized, first_training_images  # this script's folder
 from torch import Tensor
 
 from vae_zoo import zoo
 from vae_zoo.data import ImageData, split_sizes
-from vae_zoo.harness.runner import configure_torch, default_device
+from vae_zoo.harness.runner import configure_determinism, default_device
 from vae_zoo.harness.suite import ModelSpec, Suite, load_suite
 from vae_zoo.metrics.likelihood import importance_sampled_log_likelihood
 from vae_zoo.train import TrainConfig, train
@@ -74,13 +74,6 @@ class Speed:
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def first_training_images(data: ImageData, count: int | None) -> ImageData:
-    """`data` with only its first `count` training images (all of them for None or 0)."""
-    if not count or count >= len(data.train):
-        return data
-    return replace(data, train=data.train.select(torch.arange(count, device=data.device)))
 
 
 def measure(entry: str, hyperparameters: dict | None, data: ImageData, config: TrainConfig,
@@ -241,7 +234,8 @@ def main() -> None:
                              "--nll-images)")
     args = parser.parse_args()
     device = torch.device(args.device)
-    configure_torch(args.device)  # before CUDA starts: it sets cuBLAS's workspace
+    configure_determinism(args.device)  # before CUDA starts: it sets cuBLAS's workspace
+    torch.set_flush_denormal(True)  # as the harness runs every cell (runner.denormals_flushed)
 
     data = first_training_images(fashion_mnist_sized(), args.train_images).to(device)
     test_images = data.test.first_images(args.nll_images)

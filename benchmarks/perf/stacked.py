@@ -21,27 +21,11 @@ import statistics
 from dataclasses import replace
 
 import torch
+from common import fashion_mnist_sized, first_training_images  # this script's folder
 
-from vae_zoo.data import ImageData, Split, load_dataset
-from vae_zoo.data.batches import make_splits
-from vae_zoo.errors import UserError
+from vae_zoo.data import ImageData
 from vae_zoo.stacked import build_seeds, train_stacked
 from vae_zoo.train import TrainConfig, train
-
-
-def fashion_mnist_sized() -> ImageData:
-    """Fashion-MNIST when it is available offline, else random images of the same size."""
-    try:
-        return load_dataset("fashion-mnist", {"download": False})
-    except UserError:
-        print("Fashion-MNIST not found: using random 28x28 images of the same count")
-        generator = torch.Generator().manual_seed(0)
-        train_images = torch.randint(0, 256, (60000, 1, 28, 28), generator=generator,
-                                     dtype=torch.uint8)
-        test_images = torch.randint(0, 256, (10000, 1, 28, 28), generator=generator,
-                                    dtype=torch.uint8)
-        return make_splits("random", Split(train_images), Split(test_images), val_size=10000,
-                           binarize="dynamic")
 
 
 def images_per_second(results) -> float:
@@ -75,9 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = fashion_mnist_sized()
-    if args.train_images:
-        data = replace(data, train=data.train.select(torch.arange(args.train_images)))
+    data = first_training_images(fashion_mnist_sized(), args.train_images)
     # A small validation split: its passes are not timed, only waited for.
     data = replace(data, val=data.val.select(torch.arange(min(1000, len(data.val)))))
     config = TrainConfig(epochs=args.epochs, batch_size=100)

@@ -35,18 +35,17 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
-from throughput import fashion_mnist_sized  # this script's folder is first on sys.path
+from common import fashion_mnist_sized, first_training_images  # this script's folder
 from torch import Tensor, nn
 from torch.distributions import Normal
 
 from vae_zoo import zoo
 from vae_zoo.data import ImageData
 from vae_zoo.evaluate import EvalConfig
-from vae_zoo.harness.runner import configure_torch
+from vae_zoo.harness.runner import configure_determinism
 from vae_zoo.metrics.likelihood import importance_sampled_log_likelihood
 from vae_zoo.model import VAE
 from vae_zoo.train import TrainConfig, train
@@ -76,13 +75,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return "unknown CPU"
-
-
-def first_training_images(data: ImageData, count: int | None) -> ImageData:
-    """`data` with only its first `count` training images (all of them for None or 0)."""
-    if not count or count >= len(data.train):
-        return data
-    return replace(data, train=data.train.select(torch.arange(count)))
 
 
 # ---- the bare loop ---------------------------------------------------------------------------
@@ -287,7 +279,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    configure_torch("cpu")  # as the harness runs every cell (the bare loop gets it too)
+    # As the harness runs every cell (runner.denormals_flushed); the bare loop gets it too.
+    configure_determinism("cpu")
+    torch.set_flush_denormal(True)
 
     data = first_training_images(fashion_mnist_sized(), args.train_images)
     test_images = data.test.first_images(args.nll_images)

@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -317,7 +317,23 @@ def run_cell(task: CellTask, progress_position: int | None = 1) -> dict:
         action, _ = cell_action(store, task.planned, task.force)
         if action == DONE and not task.metric_groups:
             return {"run_id": task.run_id, "status": FINISHED, "reason": None}
-        return _run_claimed_cell(task, store, action, progress_position)
+        with denormals_flushed():
+            return _run_claimed_cell(task, store, action, progress_position)
+
+
+@contextlib.contextmanager
+def denormals_flushed() -> Iterator[None]:
+    """Denormal floats flushed to zero while a cell trains and is evaluated: the IWAE bound's
+    tiny normalised weights otherwise reach the backward matrix products as denormals, which
+    this CPU handles at a fraction of the speed (a training step of `iwae` 1.6x, of IWAE with
+    k = 50 3x slower). Flushing is deterministic. The setting is the process's, so it is
+    restored to PyTorch's default (off; there is no getter) after the cell: an in-process run
+    must not leave it to its caller (hypothesis, for one, refuses to run with it)."""
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def _run_claimed_cell(task: CellTask, store: SuiteStore, action: str,
@@ -333,7 +349,7 @@ def _run_claimed_cell(task: CellTask, store: SuiteStore, action: str,
     tracker = Tracker(task.wandb_mode, task.project, cell.suite, task.suite_root / "wandb")
     tracked = tracker.start_run(run_id, cell.dataset, cell.model.name, cell.seed, config)
     started_at, started = time.time(), time.perf_counter()
-    configure_torch(task.device)
+    configure_determinism(task.device)
     if task.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(task.device)
     device_data = data.to(task.device)
@@ -601,12 +617,8 @@ def peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
 
 
-def configure_torch(device: str) -> None:
-    """Bit-identical reruns on the CPU; on CUDA, deterministic kernels where PyTorch has them.
-    Denormal floats are flushed to zero: the IWAE bound's tiny normalised weights otherwise reach
-    the backward matrix products as denormals, which this CPU handles at a fraction of the
-    speed (a training step of `iwae` 1.6x, of k = 50 3x slower). Flushing is deterministic."""
-    torch.set_flush_denormal(True)
+def configure_determinism(device: str) -> None:
+    """Bit-identical reruns on the CPU; on CUDA, deterministic kernels where PyTorch has them."""
     if device.startswith("cuda"):
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
