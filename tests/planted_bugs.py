@@ -69,7 +69,7 @@ BUGS = [
         "pixels = torch.cat([data.test.pixels[:draws * count], train_pixels])",
         (WIRING, KNOWN_VALUES)),
     Bug("samples-not-binarised", "vae_zoo/evaluate.py",
-        "return torch.bernoulli(means, generator=generator)", "return means",
+        "return bernoulli(means, generator)", "return means",
         (WIRING, KNOWN_VALUES)),
     Bug("probe-scored-in-sample", "vae_zoo/metrics/factors.py",
         'factor_matrix[test], probe.predict(latent_matrix[test]), multioutput="raw_values"',
