@@ -37,7 +37,6 @@ from vae_zoo.data import ImageData
 from vae_zoo.estimators import Reparameterisation, StickingTheLanding
 from vae_zoo.gaussian import DiagonalGaussian
 from vae_zoo.likelihoods import BernoulliLikelihood, DiscretisedLogisticLikelihood
-from vae_zoo.metrics.likelihood import elbo_terms
 from vae_zoo.model import VAE
 from vae_zoo.nets import MLPDecoder, MLPEncoder
 from vae_zoo.objectives import Objective, TrainingContext
@@ -50,7 +49,7 @@ from vae_zoo.train import (
     criterion_on_draws,
     has_converged,
     learning_rate_at,
-    validation_objective,
+    validation_columns,
 )
 
 # The pieces tests/test_stacked.py trains stacked and sequentially and finds equal. Each draws
@@ -168,15 +167,10 @@ class SeedRun:
         global stream (exactly where a sequential run's would be)."""
         outside = torch.get_rng_state()
         torch.set_rng_state(self.stream.get_state())
-        self.model.eval()
-        val = {name: values.mean().item() for name, values in
-               elbo_terms(self.model, images, config.eval_batch_size).items()}
-        objective = validation_objective(self.model, self.objective, images,
-                                         config.eval_batch_size, context)
+        columns = validation_columns(self.model, self.objective, images, config, context)
         self.stream.set_state(torch.get_rng_state())
         torch.set_rng_state(outside)
-        return {"val_elbo": val["elbo"], "val_recon": val["recon"], "val_kl": val["kl"],
-                "val_objective": objective}
+        return columns
 
     def finish(self, images: Tensor, config: TrainConfig, context: TrainingContext) -> None:
         """As `train` ends: convergence, the last weights when not selected, the selected

@@ -129,6 +129,18 @@ def validation_objective(model: VAE, objective: Objective, images: torch.Tensor,
         return -total / len(images)
 
 
+def validation_columns(model: VAE, objective: Objective, images: torch.Tensor,
+                       config: TrainConfig, context: TrainingContext) -> dict[str, float]:
+    """An epoch's validation columns of the history: the ELBO's terms (β = 1, one sample) and
+    the objective's validation value, drawn in that order from the global stream."""
+    model.eval()
+    val = {name: values.mean().item() for name, values in
+           elbo_terms(model, images, config.eval_batch_size).items()}
+    return {"val_elbo": val["elbo"], "val_recon": val["recon"], "val_kl": val["kl"],
+            "val_objective": validation_objective(model, objective, images,
+                                                  config.eval_batch_size, context)}
+
+
 def random_state(device: torch.device) -> tuple:
     """The global random streams' state (the CPU's, and the device's on CUDA)."""
     return (torch.get_rng_state(),
@@ -239,14 +251,9 @@ def train(
         if not torch.isfinite(sums).all():
             raise DivergenceError(f"diverged: training loss is {train_loss} at epoch {epoch}")
 
-        model.eval()
-        val = {name: values.mean().item() for name, values in
-               elbo_terms(model, val_images, config.eval_batch_size).items()}
         row = {"epoch": epoch, "train_loss": train_loss, "train_recon": train_recon,
-               "train_kl": train_kl, "val_elbo": val["elbo"], "val_recon": val["recon"],
-               "val_kl": val["kl"],
-               "val_objective": validation_objective(model, objective, val_images,
-                                                     config.eval_batch_size, final_context),
+               "train_kl": train_kl,
+               **validation_columns(model, objective, val_images, config, final_context),
                "seconds": seconds}
         result.history.append(row)
         if config.select == "last" or row[criterion] > result.best_value:
