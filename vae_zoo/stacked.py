@@ -47,8 +47,9 @@ from vae_zoo.train import (
     TrainResult,
     criterion_column,
     criterion_on_draws,
-    has_converged,
+    finish_training,
     learning_rate_at,
+    record_epoch,
     validation_columns,
 )
 
@@ -173,17 +174,9 @@ class SeedRun:
         return columns
 
     def finish(self, images: Tensor, config: TrainConfig, context: TrainingContext) -> None:
-        """As `train` ends: convergence, the last weights when not selected, the selected
-        weights loaded and measured on the untrained model's draws."""
-        result = self.result
-        result.converged = has_converged([row[result.criterion] for row in result.history],
-                                         config.convergence_tolerance)
-        if result.best_epoch != result.epochs_trained:
-            result.final_state = copy.deepcopy(self.model.state_dict())
-        self.model.load_state_dict(self.best_state)
-        result.selected_value_same_draws = criterion_on_draws(
-            self.model, self.objective, images, config, context, self.draws)
-        self.model.eval()
+        """As `train` ends (`finish_training`), with the seed's epoch weights loaded."""
+        finish_training(self.result, self.model, self.best_state, self.objective, images,
+                        config, context, self.draws)
         self.training = False
 
 
@@ -300,15 +293,10 @@ def train_seeds(models, objectives, data, config, seeds, rng_states, on_epoch):
         row = {"epoch": epoch, "train_loss": train_loss, "train_recon": train_recon,
                "train_kl": train_kl, **run.validate(val_images, config, final_context),
                "seconds": seconds}
-        result.history.append(row)
-        if config.select == "last" or row[result.criterion] > result.best_value:
-            result.best_epoch, result.best_value = epoch, row[result.criterion]
-            run.best_state = copy.deepcopy(run.model.state_dict())
+        run.best_state = record_epoch(result, row, run.model, run.best_state, config)
         if on_epoch is not None:
             on_epoch(run.index, row)
-        values = [past[result.criterion] for past in result.history]
-        if config.patience and epoch - values.index(max(values)) - 1 >= config.patience:
-            result.stopped_early = True
+        if result.stopped_early:
             run.finish(val_images, config, final_context)
 
     k, latent_dim = objectives[0].k, models[0].latent_dim

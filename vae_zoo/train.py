@@ -29,7 +29,7 @@ from vae_zoo.data import ImageData
 from vae_zoo.metrics.likelihood import elbo_terms
 from vae_zoo.model import VAE
 from vae_zoo.objectives import Objective, TrainingContext
-from vae_zoo.roles import STORAGE
+from vae_zoo.roles import SPEED, STORAGE
 
 LR_SCHEDULES = ("constant", "iwae-paper")
 SELECTIONS = ("objective", "elbo", "last")
@@ -64,6 +64,10 @@ class TrainConfig:
     patience: int = field(default=0, metadata={"maximum": 100_000})
     convergence_tolerance: float = field(default=1e-3, metadata={"maximum": 1.0})
     keep_checkpoints: bool = field(default=True, metadata=STORAGE)  # weights in the run dir
+    # Train the seeds of a (dataset, model) group as one stacked ensemble (`vae_zoo.stacked`):
+    # each seed's results are those of the seed trained alone, up to float rounding, so it is
+    # not part of the identity. CPU only; entries it cannot stack train one seed at a time.
+    stack_seeds: bool = field(default=False, metadata=SPEED)
 
 
 class DivergenceError(RuntimeError):
@@ -255,22 +259,42 @@ def train(
                "train_kl": train_kl,
                **validation_columns(model, objective, val_images, config, final_context),
                "seconds": seconds}
-        result.history.append(row)
-        if config.select == "last" or row[criterion] > result.best_value:
-            result.best_epoch, result.best_value = epoch, row[criterion]
-            best_state = copy.deepcopy(model.state_dict())
+        best_state = record_epoch(result, row, model, best_state, config)
         if on_epoch is not None:
             on_epoch(row)
-        values = [past[criterion] for past in result.history]
-        if config.patience and epoch - values.index(max(values)) - 1 >= config.patience:
-            result.stopped_early = True
+        if result.stopped_early:
             break
-    result.converged = has_converged([row[criterion] for row in result.history],
+    finish_training(result, model, best_state, objective, val_images, config, final_context,
+                    draws)
+    return result
+
+
+def record_epoch(result: TrainResult, row: dict, model: VAE, best_state: dict,
+                 config: TrainConfig) -> dict:
+    """An epoch ends with `model` holding its weights: its history row is recorded, the epoch
+    selected if `config.select` prefers it (the weights to keep are returned: `best_state` or
+    a copy of the model's), and `result.stopped_early` set when early stopping ends training.
+    Shared by `train` and the stacked trainer (`vae_zoo.stacked`), one seed at a time."""
+    result.history.append(row)
+    if config.select == "last" or row[result.criterion] > result.best_value:
+        result.best_epoch, result.best_value = row["epoch"], row[result.criterion]
+        best_state = copy.deepcopy(model.state_dict())
+    values = [past[result.criterion] for past in result.history]
+    if config.patience and row["epoch"] - values.index(max(values)) - 1 >= config.patience:
+        result.stopped_early = True
+    return best_state
+
+
+def finish_training(result: TrainResult, model: VAE, best_state: dict, objective: Objective,
+                    images: torch.Tensor, config: TrainConfig, context: TrainingContext,
+                    draws: tuple) -> None:
+    """As training ends: convergence, the last weights kept when they are not the selected
+    ones, the selected weights loaded and measured on the untrained model's `draws`."""
+    result.converged = has_converged([row[result.criterion] for row in result.history],
                                      config.convergence_tolerance)
     if result.best_epoch != result.epochs_trained:
         result.final_state = copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
-    result.selected_value_same_draws = criterion_on_draws(model, objective, val_images, config,
-                                                          final_context, draws)
+    result.selected_value_same_draws = criterion_on_draws(model, objective, images, config,
+                                                          context, draws)
     model.eval()
-    return result

@@ -63,7 +63,8 @@ def worker_threads(jobs: int) -> int:
 
 
 def run_cell_group(tasks: Sequence, threads: int | None) -> list[dict]:
-    """Run cells one after another in this (worker) process; the body of every submitted job.
+    """Run cells one after another in this (worker) process (the seeds of a stack together,
+    see `runner.stack_units`); the body of every submitted job.
 
     SIGTERM or SIGINT stops it quietly: the cell in progress leaves nothing behind (its staging
     folder is removed) and the outcomes of the finished ones are returned. A cell whose results
@@ -71,7 +72,7 @@ def run_cell_group(tasks: Sequence, threads: int | None) -> list[dict]:
     """
     import torch
 
-    from vae_zoo.harness.runner import run_cell
+    from vae_zoo.harness.runner import run_unit, stack_units
 
     if threads:
         torch.set_num_threads(threads)
@@ -84,12 +85,12 @@ def run_cell_group(tasks: Sequence, threads: int | None) -> list[dict]:
     previous = {number: signal.signal(number, stop) for number in (signal.SIGTERM, signal.SIGINT)}
     outcomes = []
     try:
-        for task in tasks:
-            outcomes.append(run_cell(task, progress_position=None))
+        for unit in stack_units(list(tasks)):
+            outcomes.extend(run_unit(unit, progress_position=None))
     except WorkerStopped:
         pass
     except StorageError as error:
-        outcomes.append({"run_id": task.run_id, "status": UNSAVED, "reason": str(error)})
+        outcomes.append({"run_id": unit[0].run_id, "status": UNSAVED, "reason": str(error)})
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)

@@ -1,7 +1,9 @@
 """Running a suite: plan its cells, skip the finished ones, run the rest, record every outcome.
 
 A cell is run by `run_cell`, a plain function of a picklable `CellTask`, so the same code runs it
-in this process, in a worker process, or in a SLURM job.
+in this process, in a worker process, or in a SLURM job. With `[train] stack_seeds`, the seeds of
+a group to train are one unit (`stack_units`), run by `run_stack`: trained as one stack, then
+each evaluated and recorded as `run_cell` does.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from vae_zoo.harness.executors import (
     worker_threads,
 )
 from vae_zoo.harness.features import feature_net_for
+from vae_zoo.harness.identity import device_class
 from vae_zoo.harness.planner import (
     DONE,
     EVALUATE,
@@ -62,6 +65,7 @@ from vae_zoo.harness.store import (
 )
 from vae_zoo.harness.suite import Cell, Suite
 from vae_zoo.harness.tracking import Tracker
+from vae_zoo.stacked import build_seeds, stackable, train_stacked
 from vae_zoo.train import train
 
 FLAGGED = "flagged"  # the reason of a finished run whose numbers need a second look
@@ -152,10 +156,10 @@ def run_suite(suite: Suite, options: RunOptions, *, evaluate_only: bool = False,
             outcomes = []
             with tqdm(total=len(tasks), desc=suite.name, unit="cell", position=0,
                       disable=None) as bar:
-                for task in tasks:
-                    outcomes.append(run_cell(task, progress_position=1))
+                for unit in stack_units(tasks):
+                    outcomes.extend(run_unit(unit, progress_position=1))
                     summarise()
-                    bar.update()
+                    bar.update(len(unit))
         else:
             outcomes = run_submitted(suite, tasks, store, options, summarise)
             if outcomes is None:
@@ -190,7 +194,10 @@ def run_submitted(suite: Suite, tasks: list[CellTask], store: SuiteStore,
     if not tasks:
         return []
     local = options.executor == "local"
-    groups = split_round_robin(tasks, options.jobs) if local else [[task] for task in tasks]
+    # Whole units to each worker (the seeds of a stack together); one SLURM task per unit.
+    units = stack_units(tasks)
+    groups = ([[task for unit in group for task in unit]
+               for group in split_round_robin(units, options.jobs)] if local else units)
     threads = worker_threads(len(groups)) if local else options.slurm.cpus_per_task
     folder = store.root / "_jobs"
     executor = make_submitit_executor(options.executor, folder, jobs=len(groups),
@@ -321,6 +328,113 @@ def run_cell(task: CellTask, progress_position: int | None = 1) -> dict:
             return _run_claimed_cell(task, store, action, progress_position)
 
 
+def stack_units(tasks: list[CellTask]) -> list[list[CellTask]]:
+    """The tasks as units of work, in the order of their first task: in a suite with `[train]
+    stack_seeds = true`, the seeds of one (dataset, model) group that need training form one
+    unit (trained as one stack by `run_stack`); every other task is a unit of its own."""
+    units: dict[str, list[CellTask]] = {}
+    for task in tasks:
+        key = task.run_id
+        if task.cell.train.stack_seeds and task.planned.action == TRAIN and task.may_train:
+            # Their training identity but for the seed, and where they run.
+            key = json.dumps({**task.planned.training, "seed": None, "device": task.device,
+                              "model": task.cell.model.name, "force": task.force},
+                             sort_keys=True)
+        units.setdefault(key, []).append(task)
+    return list(units.values())
+
+
+def run_unit(unit: list[CellTask], progress_position: int | None = 1) -> list[dict]:
+    """The outcomes of a unit of `stack_units`: one cell (`run_cell`) or a stack (`run_stack`)."""
+    if len(unit) == 1:
+        return [run_cell(unit[0], progress_position)]
+    return run_stack(unit, progress_position)
+
+
+def run_stack(tasks: list[CellTask], progress_position: int | None = 1) -> list[dict]:
+    """Run the seeds of one group as `run_cell` runs each, their trainings as one stack.
+
+    Every cell is claimed first; those that still need training (two or more) are trained
+    together by `train_stack`, then each cell is evaluated and recorded on its own. A seed that
+    diverges fails alone. Where the entry cannot be stacked (or stacking fails), the seeds are
+    trained one by one, saying why.
+    """
+    store = SuiteStore(tasks[0].suite_root)
+    outcomes: dict[str, dict] = {}
+    actions: dict[str, str] = {}
+    with contextlib.ExitStack() as claims:
+        for task in tasks:
+            if not claims.enter_context(store.claim(task.run_id)):
+                outcomes[task.run_id] = {"run_id": task.run_id, "status": "busy", "reason": None}
+                continue
+            action, _ = cell_action(store, task.planned, task.force)
+            if action == DONE:
+                outcomes[task.run_id] = {"run_id": task.run_id, "status": FINISHED,
+                                         "reason": None}
+            actions[task.run_id] = action
+        with denormals_flushed():
+            to_train = [task for task in tasks
+                        if task.run_id not in outcomes and actions[task.run_id] == TRAIN]
+            trained = train_stack(to_train, progress_position) if len(to_train) > 1 else {}
+            for task in tasks:
+                if task.run_id not in outcomes:
+                    outcomes[task.run_id] = _run_claimed_cell(
+                        task, store, actions[task.run_id], progress_position,
+                        trained.get(task.run_id))
+    return [outcomes[task.run_id] for task in tasks]
+
+
+def train_stack(tasks: list[CellTask], progress_position: int | None) -> dict[str, Trained]:
+    """The trainings of `tasks` (seeds of one group) as one stack (`vae_zoo.stacked`), by run
+    id; empty when they cannot be stacked (the reason is printed; they then train alone)."""
+    cell, device = tasks[0].cell, tasks[0].device
+    group = f"{cell.dataset}/{cell.model.name}"
+    seeds = [task.cell.seed for task in tasks]
+    logs = {task.run_id: RunLog(task.run_id) for task in tasks}
+    histories: list[list[dict]] = [[] for _ in tasks]
+    if device_class(device) != "cpu":
+        tqdm.write(f"[{group}] seeds {seeds} trained one by one: stacked training runs on "
+                   f"the CPU only (not on {device})")
+        return {}
+    try:
+        data = dataset_for(cell).to(device)
+        configure_determinism(device)
+        models, objectives, states = build_seeds(cell.model.entry, data.image_shape,
+                                                 cell.model.hyperparameters, seeds)
+        reason = stackable(models[0], objectives[0])
+        if reason is not None:
+            tqdm.write(f"[{group}] seeds {seeds} trained one by one: {reason}")
+            return {}
+        with tqdm(total=cell.train.epochs * len(tasks), unit="epoch",
+                  desc=f"{group}/s{','.join(map(str, seeds))}", position=progress_position,
+                  leave=False, disable=None if progress_position is not None else True) as bar:
+            def on_epoch(index: int, row: dict) -> None:
+                histories[index].append(row)
+                bar.update()
+
+            results = train_stacked(models, objectives, data, cell.train, seeds, states,
+                                    on_epoch)
+    except Exception as exception:  # the seeds can still train alone
+        tqdm.write(f"[{group}] seeds {seeds} trained one by one: stacked training failed "
+                   f"({one_line(exception)})")
+        return {}
+    how = f"as one stack of seeds {seeds} (this seed's time is its share)"
+    trained = {}
+    for task, model, result, history in zip(tasks, models, results, histories, strict=True):
+        log = logs[task.run_id]
+        if isinstance(result, Exception):
+            reason = one_line(result)
+            log(f"training failed {how}: {reason}")
+            trained[task.run_id] = Trained(
+                None, {}, log=log.lines, history=history,
+                files=training_files(task, log, history, FAILED, {}, reason), reason=reason,
+                error="".join(traceback.format_exception(result)))
+        else:
+            trained[task.run_id] = trained_model(task, model, result, log, history, how)
+            trained[task.run_id].log = log.lines  # the cell's record starts with them
+    return trained
+
+
 @contextlib.contextmanager
 def denormals_flushed() -> Iterator[None]:
     """Denormal floats flushed to zero while a cell trains and is evaluated: the IWAE bound's
@@ -337,7 +451,8 @@ def denormals_flushed() -> Iterator[None]:
 
 
 def _run_claimed_cell(task: CellTask, store: SuiteStore, action: str,
-                      progress_position: int | None) -> dict:
+                      progress_position: int | None, stacked: Trained | None = None) -> dict:
+    """Run a claimed cell; `stacked` is its training when it was trained in a stack."""
     planned, cell, run_id = task.planned, task.cell, task.run_id
     if action == TRAIN and not task.may_train:  # its checkpoint went since it was planned
         return {"run_id": run_id, "status": FAILED,
@@ -369,7 +484,11 @@ def _run_claimed_cell(task: CellTask, store: SuiteStore, action: str,
                 return {"run_id": run_id, "status": FAILED, "reason": reason}
             log(f"{reason}; training again")
             action = TRAIN
-    if action == TRAIN:
+    if action == TRAIN and stacked is not None:
+        trained = stacked
+        for row in trained.history:
+            tracked.log_epoch(row["epoch"], row)
+    elif action == TRAIN:
         trained = train_cell(task, device_data, log, tracked, progress_position)
     metrics, arrays, error, reason = dict(trained.metrics), {}, trained.error, trained.reason
     previous = store.read_metrics(run_id) if task.metric_groups else None
@@ -487,6 +606,7 @@ class Trained:
     log: list[str] = field(default_factory=list)  # earlier lines, for a training read back
     files: dict[str, bytes | str] = field(default_factory=dict)  # new files to write
     files_to_keep: tuple[str, ...] = ()  # files of the existing run directory to carry over
+    history: list[dict] = field(default_factory=list)  # epochs trained in a stack, to log
     error: str | None = None
     reason: str | None = None
 
@@ -509,14 +629,6 @@ def train_cell(task: CellTask, data: ImageData, log: RunLog, tracked,
     def on_running_loss(loss: float) -> None:
         bar.set_postfix(loss=f"{loss:.2f}", refresh=False)
 
-    def training_files(status: str, metrics: dict, reason: str | None,
-                       checkpoints: dict[str, bytes] | None = None) -> dict[str, bytes | str]:
-        training = {"run_id": task.run_id, "status": status, "reason": reason,
-                    "metrics": metrics, "checkpoints": sorted(checkpoints or {}),
-                    "log": list(log.lines), "provenance": provenance.machine(task.device)}
-        return {TRAINING_FILE: to_json(training), "history.csv": history_csv(history),
-                **(checkpoints or {})}
-
     try:
         torch.manual_seed(cell.seed)
         model, objective = zoo.build(cell.model.entry, data.image_shape,
@@ -526,14 +638,20 @@ def train_cell(task: CellTask, data: ImageData, log: RunLog, tracked,
                        on_epoch=on_epoch, on_running_loss=on_running_loss)
     except Exception as exception:  # a failing model is a result, not a crash of the suite
         reason = one_line(exception)
-        return Trained(None, {}, files=training_files(FAILED, {}, reason),
+        return Trained(None, {}, files=training_files(task, log, history, FAILED, {}, reason),
                        error=traceback.format_exc(), reason=reason)
     finally:
         bar.close()
+    return trained_model(task, model, result, log, history)
+
+
+def trained_model(task: CellTask, model: torch.nn.Module, result, log: RunLog,
+                  history: list[dict], how: str = "") -> Trained:
+    """A finished training as the run records it: its log line, metrics and files."""
     stop = "stopped early" if result.stopped_early else "the whole budget"
     log(f"trained {result.epochs_trained} epochs ({stop}) in {result.train_seconds:.1f} s "
-        f"({result.images_per_second:.0f} images/s); selected epoch {result.best_epoch} by "
-        f"{cell.train.select} ({result.best_value:.2f}); "
+        f"({result.images_per_second:.0f} images/s){' ' + how if how else ''}; selected epoch "
+        f"{result.best_epoch} by {task.cell.train.select} ({result.best_value:.2f}); "
         f"{'converged' if result.converged else 'not converged'}")
     metrics = {
         "params": float(zoo.count_parameters(model)),
@@ -548,8 +666,20 @@ def train_cell(task: CellTask, data: ImageData, log: RunLog, tracked,
         "peak_memory_mb": peak_memory_mb(task.device),
     }
     checkpoints = (checkpoint_files(model.state_dict(), result.final_state)
-                   if cell.train.keep_checkpoints else None)
-    return Trained(model, metrics, files=training_files(FINISHED, metrics, None, checkpoints))
+                   if task.cell.train.keep_checkpoints else None)
+    return Trained(model, metrics, history=history if how else [],
+                   files=training_files(task, log, history, FINISHED, metrics, None, checkpoints))
+
+
+def training_files(task: CellTask, log: RunLog, history: list[dict], status: str,
+                   metrics: dict, reason: str | None,
+                   checkpoints: dict[str, bytes] | None = None) -> dict[str, bytes | str]:
+    """training.json, history.csv and the checkpoints of a training, by file name."""
+    training = {"run_id": task.run_id, "status": status, "reason": reason, "metrics": metrics,
+                "checkpoints": sorted(checkpoints or {}), "log": list(log.lines),
+                "provenance": provenance.machine(task.device)}
+    return {TRAINING_FILE: to_json(training), "history.csv": history_csv(history),
+            **(checkpoints or {})}
 
 
 def load_training(task: CellTask, store: SuiteStore, log: RunLog) -> Trained:
