@@ -3,10 +3,13 @@ the shipped report byte for byte. A change that alters any cell's identity (the 
 the code's TRAINING_VERSION / EVALUATION_VERSION) fails here until the results are rerun and
 shipped with it."""
 
+import json
+import re
 import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from vae_zoo.cli import main
 from vae_zoo.data.sources import find_idx_files, idx_search_dirs
@@ -49,3 +52,40 @@ def test_the_shipped_report_is_rebuilt_byte_for_byte(name, tmp_path):
     # Re-planning leaves the shipped summary as it is.
     assert (results / name / "summary.csv").read_bytes() == \
         (REPO / "results" / name / "summary.csv").read_bytes()
+
+
+FEATURE_LINE = re.compile(r"feature network for sample metrics: test accuracy [0-9.]+ \((\S+)\)")
+
+
+def feature_nets_used(name: str) -> dict[str, set[float]]:
+    """The feature networks the shipped runs of suite `name` were evaluated with, by key, and
+    the test accuracies those runs recorded for them."""
+    used: dict[str, set[float]] = {}
+    for path in sorted((REPO / "results" / name / "runs").glob("*/metrics.json")):
+        record = json.loads(path.read_text())
+        for line in record.get("log", []):
+            found = FEATURE_LINE.search(line)
+            if found:
+                used.setdefault(found.group(1), set()).add(
+                    record["metrics"]["feature_net_accuracy"])
+    return used
+
+
+def test_the_feature_networks_of_the_shipped_results_are_shipped():
+    """FID, KID and precision/recall depend on the feature network's weights, which training
+    does not reproduce exactly on another CPU or thread count: the shipped suites' networks
+    are shipped in results/_cache/features, so new cells on any machine use them."""
+    cache = REPO / "results" / "_cache" / "features"
+    used: dict[str, set[float]] = {}
+    for name in SHIPPED:
+        for key, accuracies in feature_nets_used(name).items():
+            used.setdefault(key, set()).update(accuracies)
+    assert used, "no shipped run names its feature network"
+    shipped = {path.stem for path in cache.glob("*.pt")}
+    assert shipped == set(used), "ship exactly the feature networks the shipped runs used"
+    for key, accuracies in used.items():
+        info = json.loads((cache / f"{key}.json").read_text())
+        checkpoint = torch.load(cache / f"{key}.pt", weights_only=True)
+        assert checkpoint["info"] == info
+        # The very network: its test accuracy is the one every run evaluated with it recorded.
+        assert accuracies == {info["test_accuracy"]}, key
