@@ -606,7 +606,7 @@ class Trained:
     log: list[str] = field(default_factory=list)  # earlier lines, for a training read back
     files: dict[str, bytes | str] = field(default_factory=dict)  # new files to write
     files_to_keep: tuple[str, ...] = ()  # files of the existing run directory to carry over
-    history: list[dict] = field(default_factory=list)  # epochs trained in a stack, to log
+    history: list[dict] = field(default_factory=list)  # its epochs (logged again if stacked)
     error: str | None = None
     reason: str | None = None
 
@@ -667,7 +667,7 @@ def trained_model(task: CellTask, model: torch.nn.Module, result, log: RunLog,
     }
     checkpoints = (checkpoint_files(model.state_dict(), result.final_state)
                    if task.cell.train.keep_checkpoints else None)
-    return Trained(model, metrics, history=history if how else [],
+    return Trained(model, metrics, history=history,
                    files=training_files(task, log, history, FINISHED, metrics, None, checkpoints))
 
 
