@@ -199,6 +199,7 @@ def test_a_worker_whose_results_cannot_be_saved_reports_it_and_stops(monkeypatch
         raise StorageError("cannot save the run in X: No space left on device")
 
     monkeypatch.setattr(runner, "run_cell", run_cell)
+    monkeypatch.setattr(runner, "stack_units", lambda tasks: [[task] for task in tasks])
     tasks = [type("Task", (), {"run_id": f"cell-{i}"})() for i in range(3)]
     assert executors.run_cell_group(tasks, None) == [
         {"run_id": "cell-0", "status": executors.UNSAVED,
@@ -214,6 +215,7 @@ def test_a_worker_stops_quietly_on_sigterm_keeping_the_outcomes_of_finished_cell
         return {"run_id": task, "status": "finished", "reason": None}
 
     monkeypatch.setattr(runner, "run_cell", run_cell)
+    monkeypatch.setattr(runner, "stack_units", lambda tasks: [[task] for task in tasks])
     before = signal.getsignal(signal.SIGTERM)
     assert executors.run_cell_group(["first", "second", "third"], None) == [
         {"run_id": "first", "status": "finished", "reason": None}]

@@ -113,3 +113,14 @@ def test_units_group_the_seeds_to_train_of_one_dataset_and_model(tmp_path):
         [("iwae", 0), ("iwae", 1), ("iwae", 2)]]
     assert units(write_suite(tmp_path, THREE_SEEDS, stack=False)) == [
         [(model, seed)] for model in ("mlp-vae", "iwae") for seed in (0, 1, 2)]
+
+
+def test_with_workers_a_stack_goes_whole_to_one_worker(tmp_path):
+    text = THREE_SEEDS.replace('models = ["mlp-vae", "iwae"]', 'models = ["mlp-vae"]')
+    text = text.replace("[model.iwae]\nlatent_dim = 3\nhidden = [32]\n", "")
+    assert run(write_suite(tmp_path, text, stack=True), tmp_path, jobs=2) == 0
+    found = records(tmp_path)
+    assert len(found) == 3
+    assert all("as one stack of seeds [0, 1, 2]" in record["log"][0]
+               for record in found.values())
+    assert len({record["provenance"]["pid"] for record in found.values()}) == 1
