@@ -92,7 +92,7 @@ BUGS = [
         "ess.append(torch.exp(log_sum_squares - 2 * log_sum))",
         (LIKELIHOOD, KNOWN_VALUES)),
     Bug("checkpoint-by-elbo-whatever-select", "vae_zoo/train.py",
-        'if config.select == "last" or row[criterion] > result.best_value:',
+        'if config.select == "last" or row[result.criterion] > result.best_value:',
         'if config.select == "last" or row["val_elbo"] > result.best_value:',
         ("tests/test_train.py",)),
     Bug("holm-without-step-down", "vae_zoo/report/statistics.py",
