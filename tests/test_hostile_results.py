@@ -194,11 +194,11 @@ def test_a_full_disk_stops_the_suite_with_the_unsaved_result_and_keeps_the_saved
 def test_a_worker_whose_results_cannot_be_saved_reports_it_and_stops(monkeypatch):
     calls = []
 
-    def run_cell(task, progress_position=None):
-        calls.append(task)
+    def run_unit(unit, progress_position=None):
+        calls.append(unit)
         raise StorageError("cannot save the run in X: No space left on device")
 
-    monkeypatch.setattr(runner, "run_cell", run_cell)
+    monkeypatch.setattr(runner, "run_unit", run_unit)
     monkeypatch.setattr(runner, "stack_units", lambda tasks: [[task] for task in tasks])
     tasks = [type("Task", (), {"run_id": f"cell-{i}"})() for i in range(3)]
     assert executors.run_cell_group(tasks, None) == [
@@ -208,13 +208,14 @@ def test_a_worker_whose_results_cannot_be_saved_reports_it_and_stops(monkeypatch
 
 
 def test_a_worker_stops_quietly_on_sigterm_keeping_the_outcomes_of_finished_cells(monkeypatch):
-    def run_cell(task, progress_position=None):
+    def run_unit(unit, progress_position=None):
+        (task,) = unit
         if task == "second":
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)  # the signal handler raises before this ends
-        return {"run_id": task, "status": "finished", "reason": None}
+        return [{"run_id": task, "status": "finished", "reason": None}]
 
-    monkeypatch.setattr(runner, "run_cell", run_cell)
+    monkeypatch.setattr(runner, "run_unit", run_unit)
     monkeypatch.setattr(runner, "stack_units", lambda tasks: [[task] for task in tasks])
     before = signal.getsignal(signal.SIGTERM)
     assert executors.run_cell_group(["first", "second", "third"], None) == [
@@ -311,14 +312,14 @@ def test_the_summary_is_rewritten_after_every_cell(tiny_results, tiny_suite, tmp
     results = tmp_path / "results"
     shutil.copytree(tiny_results[1] / "_cache", results / "_cache")
     seen = []
-    real_run_cell = runner.run_cell
+    real_run_unit = runner.run_unit
 
-    def run_cell(task, progress_position=1):
+    def run_unit(unit, progress_position=1):
         summary = results / SUITE / "summary.csv"
         seen.append(summary_run_ids(results) if summary.is_file() else None)
-        return real_run_cell(task, progress_position)
+        return real_run_unit(unit, progress_position)
 
-    monkeypatch.setattr(runner, "run_cell", run_cell)
+    monkeypatch.setattr(runner, "run_unit", run_unit)
     assert cli("run", str(tiny_suite), "--results-dir", str(results), "--wandb",
                "disabled") == 0
     assert seen[0] is None  # before the first cell

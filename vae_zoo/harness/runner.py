@@ -2,7 +2,7 @@
 
 A cell is run by `run_cell`, a plain function of a picklable `CellTask`, so the same code runs it
 in this process, in a worker process, or in a SLURM job. With `[train] stack_seeds`, the seeds of
-a group to train are one unit (`stack_units`), run by `run_stack`: trained as one stack, then
+a group to train are one unit (`stack_units`), run by `run_unit`: trained as one stack, then
 each evaluated and recorded as `run_cell` does.
 """
 
@@ -316,22 +316,13 @@ def run_cell(task: CellTask, progress_position: int | None = 1) -> dict:
 
     Returns `{"run_id", "status", "reason"}`; status "busy" when another process holds the cell.
     """
-    store = SuiteStore(task.suite_root)
-    with store.claim(task.run_id) as claimed:
-        if not claimed:
-            return {"run_id": task.run_id, "status": "busy", "reason": None}
-        # Another process may have run the cell since it was planned: decide again, locked.
-        action, _ = cell_action(store, task.planned, task.force)
-        if action == DONE and not task.metric_groups:
-            return {"run_id": task.run_id, "status": FINISHED, "reason": None}
-        with denormals_flushed():
-            return _run_claimed_cell(task, store, action, progress_position)
+    return run_unit([task], progress_position)[0]
 
 
 def stack_units(tasks: list[CellTask]) -> list[list[CellTask]]:
     """The tasks as units of work, in the order of their first task: in a suite with `[train]
     stack_seeds = true`, the seeds of one (dataset, model) group that need training form one
-    unit (trained as one stack by `run_stack`); every other task is a unit of its own."""
+    unit (trained as one stack by `run_unit`); every other task is a unit of its own."""
     units: dict[str, list[CellTask]] = {}
     for task in tasks:
         key = task.run_id
@@ -344,40 +335,35 @@ def stack_units(tasks: list[CellTask]) -> list[list[CellTask]]:
     return list(units.values())
 
 
-def run_unit(unit: list[CellTask], progress_position: int | None = 1) -> list[dict]:
-    """The outcomes of a unit of `stack_units`: one cell (`run_cell`) or a stack (`run_stack`)."""
-    if len(unit) == 1:
-        return [run_cell(unit[0], progress_position)]
-    return run_stack(unit, progress_position)
+def run_unit(tasks: list[CellTask], progress_position: int | None = 1) -> list[dict]:
+    """Run a unit of `stack_units` as `run_cell` runs a cell, and return each cell's outcome:
+    one cell, or the seeds of one group, whose trainings run as one stack.
 
-
-def run_stack(tasks: list[CellTask], progress_position: int | None = 1) -> list[dict]:
-    """Run the seeds of one group as `run_cell` runs each, their trainings as one stack.
-
-    Every cell is claimed first; those that still need training (two or more) are trained
-    together by `train_stack`, then each cell is evaluated and recorded on its own. A seed that
-    diverges fails alone. Where the entry cannot be stacked (or stacking fails), the seeds are
-    trained one by one, saying why.
+    Every cell is claimed first and its action decided again, locked. Those that still need
+    training, two or more, are trained together by `train_stack`; then each cell is evaluated
+    and recorded on its own. A seed that diverges fails alone. Where the entry cannot be stacked
+    (or stacking fails), the seeds are trained one by one, saying why.
     """
     store = SuiteStore(tasks[0].suite_root)
     outcomes: dict[str, dict] = {}
-    actions: dict[str, str] = {}
+    actions: dict[str, str] = {}  # of the claimed cells that run
     with contextlib.ExitStack() as claims:
         for task in tasks:
             if not claims.enter_context(store.claim(task.run_id)):
                 outcomes[task.run_id] = {"run_id": task.run_id, "status": "busy", "reason": None}
                 continue
+            # Another process may have run the cell since it was planned: decide again, locked.
             action, _ = cell_action(store, task.planned, task.force)
-            if action == DONE:
+            if action == DONE and not task.metric_groups:
                 outcomes[task.run_id] = {"run_id": task.run_id, "status": FINISHED,
                                          "reason": None}
-            actions[task.run_id] = action
+            else:
+                actions[task.run_id] = action
         with denormals_flushed():
-            to_train = [task for task in tasks
-                        if task.run_id not in outcomes and actions[task.run_id] == TRAIN]
+            to_train = [task for task in tasks if actions.get(task.run_id) == TRAIN]
             trained = train_stack(to_train, progress_position) if len(to_train) > 1 else {}
             for task in tasks:
-                if task.run_id not in outcomes:
+                if task.run_id in actions:
                     outcomes[task.run_id] = _run_claimed_cell(
                         task, store, actions[task.run_id], progress_position,
                         trained.get(task.run_id))
